@@ -1,0 +1,3 @@
+from yoloq.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""The `yoloq` command: one subcommand per stage, each a thin call into the library.
+
+Every subcommand lives in its own module of this package and exposes
+`register(subparsers)`, which adds its parser and sets `func` to the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from yoloq import __version__
+from yoloq.errors import YoloqError
+from yoloq.cli import demo
+
+# Order shown in `yoloq --help`: the pipeline, top to bottom.
+COMMANDS = [demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="yoloq",
+        description="INT8 quantization of YOLO detectors with explicit Q/DQ "
+        "for TensorRT and ONNX Runtime.",
+    )
+    parser.add_argument("--version", action="version", version=f"yoloq {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (YoloqError, FileNotFoundError) as error:
+        print(f"yoloq: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("yoloq: interrupted", file=sys.stderr)
+        return 130
