@@ -1,0 +1,180 @@
+"""`calibrate(model, data)`: run data through a quantized model and set every amax.
+
+Also the switches that turn quantization off or on for part of a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from yoloq.console import progress
+from yoloq.quant.calib import HISTOGRAM_METHODS, HistogramCalibrator, MaxCalibrator
+from yoloq.quant.quantizer import QuantMode, TensorQuantizer, iter_quantizers
+
+METHODS = ("max", *HISTOGRAM_METHODS)
+
+# `data` is an iterable of batches, or a callable that runs the model itself.
+CalibrationData = Iterable | Callable[[nn.Module], None]
+
+
+@dataclass(frozen=True)
+class CalibrationRun:
+    """What a calibration did: how many batches and images, and how long it took
+    (`collect_seconds` running the data, `amax_seconds` computing amax from statistics)."""
+
+    method: str
+    batches: int
+    images: int
+    quantizers: int
+    collect_seconds: float
+    amax_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.collect_seconds + self.amax_seconds
+
+
+def calibrate(
+    model: nn.Module,
+    data: CalibrationData,
+    method: str = "max",
+    percentile: float = 99.99,
+    num_batches: int | None = None,
+    show_progress: bool = True,
+) -> CalibrationRun:
+    """Set the amax of every enabled quantizer from the activations `data` produces.
+
+    data: an iterable of batches (a tensor, or a tuple/list whose first item is the
+        images; moved to the model's device), or a `forward_loop(model)` callable.
+    method: "max", or a histogram method: "entropy", "mse", "percentile".
+        Quantizers whose spec asks for a max calibrator (weights) use max whatever
+        the method. Disabled quantizers are left alone.
+
+    Example::
+
+        calibrate(model, (images for images, *_ in loader), method="mse", num_batches=32)
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; use one of {METHODS}")
+    targets = [q for _, q in iter_quantizers(model) if q.enabled]
+    with _calibration_mode(model, targets, method):
+        started = time.perf_counter()
+        batches, images = _run_data(model, data, num_batches, show_progress)
+        if batches == 0 and not callable(data):
+            raise ValueError("calibration data produced no batches")
+        collected = time.perf_counter()
+        for quantizer in targets:
+            quantizer.set_amax(_compute_amax(quantizer, method, percentile))
+    return CalibrationRun(method, batches, images, len(targets), collected - started,
+                          time.perf_counter() - collected)
+
+
+def _make_calibrator(quantizer: TensorQuantizer, method: str):
+    spec = quantizer.spec
+    if method == "max" or spec.calibrator == "max":
+        return MaxCalibrator(spec.axis)
+    return HistogramCalibrator(spec.num_bits, spec.num_bins)
+
+
+@contextlib.contextmanager
+def _calibration_mode(model: nn.Module, targets: list[TensorQuantizer], method: str):
+    was_training = model.training
+    model.eval()
+    for quantizer in targets:
+        quantizer.calibrator = _make_calibrator(quantizer, method)
+        quantizer.mode = QuantMode.CALIBRATING
+    try:
+        yield
+    finally:
+        for quantizer in targets:
+            quantizer.calibrator = None
+            quantizer.mode = QuantMode.QUANTIZING
+        model.train(was_training)
+
+
+def _run_data(model: nn.Module, data: CalibrationData, num_batches: int | None,
+              show_progress: bool) -> tuple[int, int]:
+    if callable(data):
+        with torch.no_grad():
+            data(model)
+        return 0, 0
+    device = _model_device(model)
+    total = num_batches if num_batches is not None else _length(data)
+    batches = images = 0
+    with torch.no_grad():
+        for batch in progress(_take(data, num_batches), "calibrating", total, show_progress):
+            tensor = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(tensor.to(device))
+            batches += 1
+            images += len(tensor)
+    return batches, images
+
+
+def _compute_amax(quantizer: TensorQuantizer, method: str, percentile: float) -> torch.Tensor:
+    calibrator = quantizer.calibrator
+    try:
+        if isinstance(calibrator, HistogramCalibrator):
+            return calibrator.compute_amax(method, percentile)
+        return calibrator.compute_amax()
+    except RuntimeError:
+        raise RuntimeError(f"quantizer {quantizer.name} saw no data during calibration: is its "
+                           "module used in the model's forward?") from None
+
+
+def _take(data: Iterable, limit: int | None) -> Iterator:
+    for index, batch in enumerate(data):
+        if limit is not None and index >= limit:
+            return
+        yield batch
+
+
+def _length(data) -> int | None:
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def disable_quantization(module: nn.Module):
+    """Within the block, every quantizer under `module` is an identity.
+
+    The previous modes are restored on exit.
+    """
+    with _set_mode(module, QuantMode.DISABLED):
+        yield module
+
+
+@contextlib.contextmanager
+def enable_quantization(module: nn.Module):
+    """Within the block, every quantizer under `module` quantizes (it needs an amax).
+
+    The previous modes are restored on exit.
+    """
+    with _set_mode(module, QuantMode.QUANTIZING):
+        yield module
+
+
+@contextlib.contextmanager
+def _set_mode(module: nn.Module, mode: QuantMode):
+    saved = {quantizer: quantizer.mode for _, quantizer in iter_quantizers(module)}
+    for quantizer in saved:
+        quantizer.mode = mode
+    try:
+        yield
+    finally:
+        for quantizer, previous in saved.items():
+            quantizer.mode = previous

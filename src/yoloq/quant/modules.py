@@ -1,0 +1,217 @@
+"""Quantized versions of torch modules, and of the element-wise ops CNNs use.
+
+A float module becomes quantized *in place*: its class is swapped for the
+quantized subclass and quantizers are attached as children. Weights, hooks,
+extra attributes and the module's path all stay as they were, so models whose
+forward reads attributes of their layers (YOLO's `.f`, `.i`) keep working.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from yoloq.quant.quantizer import TensorQuantizer
+from yoloq.quant.spec import QuantSpec
+
+
+class QuantModule(nn.Module):
+    """Base of quantized modules. Subclasses list their quantizers in `quantizer_names`."""
+
+    has_weight = False
+    default_weight_axis = 0
+
+    @classmethod
+    def from_float(
+        cls, module: nn.Module, path: str, input_spec: QuantSpec, weight_spec: QuantSpec | None
+    ) -> nn.Module:
+        """Turn `module` into an instance of `cls` in place, and attach its quantizers."""
+        module.__class__ = cls
+        module.attach_quantizers(path, input_spec, weight_spec)
+        return module
+
+    def attach_quantizers(self, path: str, input_spec: QuantSpec, weight_spec: QuantSpec | None):
+        prefix = f"{path}." if path else ""
+        self.input_quantizer = TensorQuantizer(input_spec, f"{prefix}input_quantizer")
+        if self.has_weight:
+            self.weight_quantizer = TensorQuantizer(weight_spec, f"{prefix}weight_quantizer")
+
+
+class _QuantConvNd(QuantModule):
+    has_weight = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(
+            self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias
+        )
+
+
+class QuantConv1d(nn.Conv1d, _QuantConvNd):
+    forward = _QuantConvNd.forward
+
+
+class QuantConv2d(nn.Conv2d, _QuantConvNd):
+    forward = _QuantConvNd.forward
+
+
+class QuantConv3d(nn.Conv3d, _QuantConvNd):
+    forward = _QuantConvNd.forward
+
+
+class _QuantConvTransposeNd(QuantModule):
+    has_weight = True
+    default_weight_axis = 1  # ConvTranspose weights are (in, out / groups, ...)
+    _spatial_dims = 2
+    _functional = staticmethod(F.conv_transpose2d)
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        output_padding = self._output_padding(
+            x, output_size, self.stride, self.padding, self.kernel_size,
+            self._spatial_dims, self.dilation,
+        )
+        return self._functional(
+            self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias,
+            self.stride, self.padding, output_padding, self.groups, self.dilation,
+        )
+
+
+class QuantConvTranspose1d(nn.ConvTranspose1d, _QuantConvTransposeNd):
+    _spatial_dims = 1
+    _functional = staticmethod(F.conv_transpose1d)
+    forward = _QuantConvTransposeNd.forward
+
+
+class QuantConvTranspose2d(nn.ConvTranspose2d, _QuantConvTransposeNd):
+    forward = _QuantConvTransposeNd.forward
+
+
+class QuantConvTranspose3d(nn.ConvTranspose3d, _QuantConvTransposeNd):
+    _spatial_dims = 3
+    _functional = staticmethod(F.conv_transpose3d)
+    forward = _QuantConvTransposeNd.forward
+
+
+class QuantLinear(nn.Linear, QuantModule):
+    has_weight = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+
+
+class _QuantInputOnly(QuantModule):
+    """Pooling layers: quantize the input, then run the float module's own forward."""
+
+    _float_class: type[nn.Module]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._float_class.forward(self, self.input_quantizer(x))
+
+
+def _input_only(float_class: type[nn.Module]) -> type[nn.Module]:
+    attributes = {"forward": _QuantInputOnly.forward, "_float_class": float_class,
+                  "__module__": __name__}
+    return type("Quant" + float_class.__name__, (float_class, _QuantInputOnly), attributes)
+
+
+QuantMaxPool1d = _input_only(nn.MaxPool1d)
+QuantMaxPool2d = _input_only(nn.MaxPool2d)
+QuantMaxPool3d = _input_only(nn.MaxPool3d)
+QuantAvgPool1d = _input_only(nn.AvgPool1d)
+QuantAvgPool2d = _input_only(nn.AvgPool2d)
+QuantAvgPool3d = _input_only(nn.AvgPool3d)
+QuantAdaptiveAvgPool1d = _input_only(nn.AdaptiveAvgPool1d)
+QuantAdaptiveAvgPool2d = _input_only(nn.AdaptiveAvgPool2d)
+QuantAdaptiveAvgPool3d = _input_only(nn.AdaptiveAvgPool3d)
+
+
+class Add(nn.Module):
+    """`a + b` as a module, so that `quantize` can find a residual add and quantize it."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+
+class Concat(nn.Module):
+    """`torch.cat(tensors, dim)` as a module, so that `quantize` can find it."""
+
+    def __init__(self, dim: int = 1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.cat(tensors, self.dim)
+
+
+class QuantAdd(Add, QuantModule):
+    """`a + b` with a quantizer on each input, for residual adds in custom forwards.
+
+    Disable one input's quantizer to leave that branch float (TensorRT fuses a
+    Conv with a following Add when only the other, identity, input carries Q/DQ).
+    """
+
+    def __init__(self, input_spec: QuantSpec | None = None, name: str = ""):
+        nn.Module.__init__(self)
+        self.attach_quantizers(name, input_spec or QuantSpec())
+
+    def attach_quantizers(self, path: str, input_spec: QuantSpec, weight_spec=None) -> None:
+        prefix = f"{path}." if path else ""
+        self.input0_quantizer = TensorQuantizer(input_spec, f"{prefix}input0_quantizer")
+        self.input1_quantizer = TensorQuantizer(input_spec, f"{prefix}input1_quantizer")
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.input0_quantizer(a) + self.input1_quantizer(b)
+
+
+class QuantConcat(Concat, QuantModule):
+    """`torch.cat(tensors, dim)` with one quantizer shared by every input.
+
+    One quantizer means one scale for all inputs, which is what TensorRT needs to
+    concatenate INT8 tensors without reformatting them.
+    """
+
+    def __init__(self, dim: int = 1, input_spec: QuantSpec | None = None, name: str = ""):
+        Concat.__init__(self, dim)
+        self.attach_quantizers(name, input_spec or QuantSpec())
+
+    def attach_quantizers(self, path: str, input_spec: QuantSpec, weight_spec=None) -> None:
+        prefix = f"{path}." if path else ""
+        self.input_quantizer = TensorQuantizer(input_spec, f"{prefix}input_quantizer")
+
+    def forward(self, tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.cat([self.input_quantizer(t) for t in tensors], self.dim)
+
+
+# The default map from float module types to their quantized versions.
+DEFAULT_QUANT_MODULES: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Conv1d: QuantConv1d,
+    nn.Conv2d: QuantConv2d,
+    nn.Conv3d: QuantConv3d,
+    nn.ConvTranspose1d: QuantConvTranspose1d,
+    nn.ConvTranspose2d: QuantConvTranspose2d,
+    nn.ConvTranspose3d: QuantConvTranspose3d,
+    nn.Linear: QuantLinear,
+    nn.MaxPool1d: QuantMaxPool1d,
+    nn.MaxPool2d: QuantMaxPool2d,
+    nn.MaxPool3d: QuantMaxPool3d,
+    nn.AvgPool1d: QuantAvgPool1d,
+    nn.AvgPool2d: QuantAvgPool2d,
+    nn.AvgPool3d: QuantAvgPool3d,
+    nn.AdaptiveAvgPool1d: QuantAdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d: QuantAdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d: QuantAdaptiveAvgPool3d,
+    Add: QuantAdd,
+    Concat: QuantConcat,
+}
+
+
+def register_quant_module(float_class: type[nn.Module], quant_class: type[nn.Module]) -> None:
+    """Add (or replace) an entry of the default map used by `quantize`.
+
+    `quant_class` must provide `from_float(module, path, input_spec, weight_spec)`
+    returning the quantized module (subclassing `QuantModule` gives it one).
+    """
+    if not hasattr(quant_class, "from_float"):
+        raise TypeError(f"{quant_class.__name__} has no from_float(module, path, input_spec, "
+                        "weight_spec)")
+    DEFAULT_QUANT_MODULES[float_class] = quant_class

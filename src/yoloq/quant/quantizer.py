@@ -1,0 +1,135 @@
+"""`TensorQuantizer`: fake quantization of one tensor, with its amax as state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from enum import Enum
+
+import torch
+import torch.nn as nn
+
+from yoloq.quant.spec import QuantSpec
+
+# A dead channel (all zeros) calibrates to amax 0; a zero scale would divide by
+# zero. Any positive scale maps zeros to zero, so clamp to a tiny floor.
+MIN_AMAX = 1e-6
+
+
+class QuantMode(str, Enum):
+    DISABLED = "disabled"  # identity
+    CALIBRATING = "calibrating"  # identity; the calibrator collects statistics
+    QUANTIZING = "quantizing"  # fake quantization with the stored amax
+
+
+class TensorQuantizer(nn.Module):
+    """Fake-quantizes a tensor on a symmetric grid: scale = amax / 127 (8 bits).
+
+    `amax` is a buffer (in the state_dict); scale and zero point are derived
+    buffers kept in step with it, so the forward pass only calls torch's
+    `fake_quantize_per_{tensor,channel}_affine`. Those ops pass gradients straight
+    through and export to ONNX as QuantizeLinear/DequantizeLinear by themselves.
+
+    `name` is the quantizer's module path, used in error messages.
+    """
+
+    def __init__(self, spec: QuantSpec | None = None, name: str = ""):
+        super().__init__()
+        self.spec = spec or QuantSpec()
+        self.name = name
+        self.mode = QuantMode.QUANTIZING
+        self.calibrator = None  # set by `calibrate` while it runs
+        self.register_buffer("amax", None)
+        self.register_buffer("_scale", None, persistent=False)
+        self.register_buffer("_zero_point", None, persistent=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != QuantMode.DISABLED
+
+    def set_amax(self, amax: torch.Tensor | float) -> None:
+        """Store amax (a scalar per tensor, one value per channel otherwise)."""
+        amax = torch.as_tensor(amax, dtype=torch.float32).detach().clone()
+        if self.spec.axis is None:
+            if amax.numel() != 1:
+                raise ValueError(f"{self.name}: per-tensor amax must be a scalar, got shape "
+                                 f"{tuple(amax.shape)}")
+            amax = amax.reshape(())
+        elif amax.dim() != 1:
+            raise ValueError(f"{self.name}: per-channel amax must be 1-D, got shape "
+                             f"{tuple(amax.shape)}")
+        if torch.isnan(amax).any() or (amax < 0).any():
+            raise ValueError(f"{self.name}: amax must be finite and non-negative")
+        if self.amax is not None:
+            amax = amax.to(self.amax.device)
+        self.amax = amax
+        self._refresh_qparams()
+
+    def _refresh_qparams(self) -> None:
+        self._scale = self.amax.clamp(min=MIN_AMAX) / self.spec.max_bound
+        zero_point = 2 ** (self.spec.num_bits - 1) if self.spec.unsigned else 0
+        self._zero_point = torch.full_like(self.amax, zero_point, dtype=torch.int32)
+
+    def quant_range(self) -> tuple[int, int]:
+        """(quant_min, quant_max) of the stored integers.
+
+        In an ONNX export, fewer than 8 bits are stored on the 8-bit range (the only
+        ranges QuantizeLinear has): identical whenever |x| <= amax, as for weights
+        calibrated by max.
+        """
+        bits = 8 if torch.onnx.is_in_onnx_export() else self.spec.num_bits
+        if self.spec.unsigned:
+            return 0, 2**bits - 1
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == QuantMode.DISABLED:
+            return x
+        if self.mode == QuantMode.CALIBRATING:
+            if self.calibrator is None:
+                raise RuntimeError(f"{self.name}: calibrating without a calibrator")
+            self.calibrator.collect(x)
+            return x
+        if self.amax is None:
+            raise RuntimeError(f"quantizer {self.name or '<unnamed>'} has no amax: calibrate "
+                               "the model, load a calibrated state, or disable the quantizer")
+        return self._fake_quantize(x)
+
+    def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        if dtype != torch.float32:  # the fake-quant kernels want float32 (e.g. under autocast)
+            return self._fake_quantize(x.float()).to(dtype)
+        low, high = self.quant_range()
+        if self.spec.axis is None:
+            y = torch.fake_quantize_per_tensor_affine(x, self._scale, self._zero_point, low, high)
+        else:
+            y = torch.fake_quantize_per_channel_affine(
+                x, self._scale, self._zero_point, self.spec.axis, low, high
+            )
+        return y
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # amax starts as None (its shape is unknown until calibration): create it
+        # with the saved shape, then let the default loader copy it.
+        key = prefix + "amax"
+        if key in state_dict:
+            self.set_amax(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        spec = self.spec
+        kind = "per-tensor" if spec.axis is None else f"per-channel(axis={spec.axis})"
+        dtype = "uint" if spec.unsigned else "int"
+        if self.amax is None:
+            amax = "uncalibrated"
+        elif self.amax.dim() == 0:
+            amax = f"amax={self.amax.item():.4g}"
+        else:
+            amax = f"amax=[{self.amax.min().item():.4g}, {self.amax.max().item():.4g}]"
+        return f"{dtype}{spec.num_bits} {kind} {self.mode.value} {amax}"
+
+
+def iter_quantizers(model: nn.Module) -> Iterator[tuple[str, TensorQuantizer]]:
+    """(path, quantizer) for every TensorQuantizer in `model`."""
+    for path, module in model.named_modules():
+        if isinstance(module, TensorQuantizer):
+            yield path, module
