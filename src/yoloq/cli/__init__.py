@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from yoloq import __version__
+from yoloq.cli import data, demo, eval
 from yoloq.errors import YoloqError
-from yoloq.cli import demo
 
 # Order shown in `yoloq --help`: the pipeline, top to bottom.
-COMMANDS = [demo]
+COMMANDS = [data, eval, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
