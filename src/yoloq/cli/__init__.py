@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from yoloq import __version__
-from yoloq.cli import data, demo, eval
+from yoloq.cli import bench, data, demo, eval, export, predict, ptq
 from yoloq.errors import YoloqError
 
 # Order shown in `yoloq --help`: the pipeline, top to bottom.
-COMMANDS = [data, eval, demo]
+COMMANDS = [data, ptq, export, eval, bench, predict, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--weights", required=True, help="model checkpoint (yoloq.models.load_model)"
+        "--weights", required=True,
+        help="model: .pt (float or yoloq quantized), .onnx, architecture name, or 'demo'"
     )
     parser.add_argument("--data", required=True, help="data YAML")
     parser.add_argument("--split", default="val", help="split of the data YAML")
@@ -40,33 +41,34 @@ def run(args) -> int:
     from yoloq.data import create_val_loader, load_data_config, load_split
     from yoloq.errors import YoloqError
     from yoloq.evaluate import evaluate, print_eval_result
-    from yoloq.models import load_model
+    from yoloq.runtime.predictor import load_predictor
 
     config = load_data_config(args.data)
     image_set = load_split(config, args.split, on_bad_data=args.on_bad_data)  # fail early
-    model = load_model(args.weights).to(args.device).eval()
-    if getattr(model, "nc", config.nc) != config.nc:
+    predictor = load_predictor(args.weights, args.device)
+    if len(predictor.names) != config.nc:
         raise YoloqError(
-            f"{args.weights}: model has {model.nc} classes, {args.data} has {config.nc}"
+            f"{args.weights}: model has {len(predictor.names)} classes, {args.data} has "
+            f"{config.nc}"
         )
-    stride = int(torch.as_tensor(getattr(model, "stride", 32)).max())
-    img_size = args.img or getattr(model, "img_size", None) or 640
+    img_size = args.img or predictor.img_size
     if image_set.dropped_images:
         print(image_set.drop_summary())
-    loader = create_val_loader(image_set, img_size, args.batch, stride, workers=args.workers)
+    loader = create_val_loader(image_set, img_size, args.batch, predictor.stride,
+                               workers=args.workers)
 
     with torch.inference_mode():
         result = evaluate(
-            lambda images: model(images)[0],
+            predictor,
             loader,
             names=config.names,
             conf_thres=args.conf,
             iou_thres=args.iou,
             max_det=args.max_det,
-            device=args.device,
             ground_truth=args.coco_json,
         )
-    result.settings.update(weights=str(args.weights), data=str(args.data), img_size=img_size)
+    result.settings.update(weights=str(args.weights), data=str(args.data), img_size=img_size,
+                           backend=predictor.backend, precision=predictor.precision)
     print_eval_result(result)
     if args.out:
         result.save(args.out)

@@ -40,7 +40,12 @@ def load_data_config(path: str | Path) -> DataConfig:
 
     Relative paths are resolved against `path:` (itself relative to the YAML's folder)
     or, without it, against the YAML's folder, so a dataset can be moved as a whole.
+    `"demo"` names the built-in synthetic benchmark (generated on first use).
     """
+    if str(path) == "demo":
+        from yoloq.builtin import demo_data
+
+        path = demo_data()
     file = Path(path)
     if not file.is_file():
         raise YoloqError(f"{file}: data YAML not found")

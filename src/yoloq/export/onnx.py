@@ -28,8 +28,12 @@ def export_onnx(
     dynamic_batch: bool = True,
     input_names: Sequence[str] = ("images",),
     output_names: Sequence[str] = ("output",),
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> Path:
     """Export `model` (in eval mode) traced on `example`; check the result with onnx.checker.
+
+    `dynamic_batch` makes axis 0 of every input and output dynamic; `dynamic_axes`
+    (torch.onnx's format) replaces that with any other choice.
 
     The file is written to a temporary name and renamed, so a failed export never
     leaves a half-written model behind.
@@ -40,6 +44,8 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {name: {0: "batch"} for name in (*input_names, *output_names)}
+    if dynamic_axes is not None:
+        axes, dynamic_batch = dynamic_axes, True
     was_training = model.training
     model.eval()
     handle, temporary = tempfile.mkstemp(suffix=".onnx", dir=path.parent)

@@ -48,15 +48,19 @@ def build_model(cfg: str | Path | dict, nc: int | None = None) -> Model:
 
 
 def load_model(weights: str | Path) -> Model:
-    """A model from a checkpoint (``.pt``), a model YAML, or a shipped architecture name.
+    """A model from a checkpoint (``.pt``), a model YAML, a shipped architecture name,
+    or ``"demo"`` (the trained demo model of the built-in benchmark).
 
     Checkpoints (yoloq's own float format or an official one) come back in
     eval mode with their weights; names and YAML files give a randomly
     initialised model (train mode, like any new ``nn.Module``).
     """
+    from yoloq.builtin import DEMO, demo_model
     from yoloq.models.checkpoint import load_checkpoint
     from yoloq.models.native import load_float_checkpoint, read_native
 
+    if str(weights) == DEMO:
+        return demo_model()
     if Path(weights).suffix not in _CHECKPOINT_SUFFIXES:
         return build_model(weights)
     if not Path(weights).is_file():

@@ -19,6 +19,7 @@ from yoloq.quant.modules import (
     QuantModule,
     register_quant_module,
 )
+from yoloq.quant.profiles import PROFILES, profile_config
 from yoloq.quant.quantizer import QuantMode, TensorQuantizer, iter_quantizers
 from yoloq.quant.spec import QuantConfig, QuantRule, QuantSpec
 from yoloq.quant.state import load_quant_state_dict, quant_state_dict
@@ -28,6 +29,7 @@ __all__ = [
     "Concat",
     "DEFAULT_QUANT_MODULES",
     "METHODS",
+    "PROFILES",
     "CalibrationRun",
     "HistogramCalibrator",
     "MaxCalibrator",
@@ -45,6 +47,7 @@ __all__ = [
     "enable_quantization",
     "iter_quantizers",
     "load_quant_state_dict",
+    "profile_config",
     "quant_state_dict",
     "quantize",
     "register_quant_module",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from yoloq.console import render_text
-from yoloq.quant.modules import DEFAULT_QUANT_MODULES
+from yoloq.quant.modules import DEFAULT_QUANT_MODULES, OUTPUT_QUANT_MODULES
 from yoloq.quant.spec import QuantConfig, QuantSpec
 
 
@@ -21,6 +21,7 @@ class SummaryRow:
     input_spec: QuantSpec | None
     weight_spec: QuantSpec | None
     ignored_by: str | None = None
+    output_spec: QuantSpec | None = None
 
 
 @dataclass
@@ -42,11 +43,16 @@ class QuantSummary:
         from rich.table import Table
 
         table = Table(title=f"Quantized {len(self.quantized)} of {len(self.rows)} modules")
-        for column in ("module", "type", "input", "weight", "ignored by"):
+        outputs = any(row.output_spec for row in self.rows)
+        columns = ("module", "type", "input", "weight") + (("output",) if outputs else ())
+        for column in (*columns, "ignored by"):
             table.add_column(column)
         for row in self.rows:
-            table.add_row(row.path, row.module_type, describe_spec(row.input_spec),
-                          describe_spec(row.weight_spec), row.ignored_by or "")
+            cells = [row.path, row.module_type, describe_spec(row.input_spec),
+                     describe_spec(row.weight_spec)]
+            if outputs:
+                cells.append(describe_spec(row.output_spec))
+            table.add_row(*cells, row.ignored_by or "")
         return table
 
     def __str__(self) -> str:
@@ -80,6 +86,8 @@ def quantize(
     """
     config = config or QuantConfig()
     mapping = {**DEFAULT_QUANT_MODULES, **(module_map or {})}
+    if config.output_spec is not None:
+        mapping = {**OUTPUT_QUANT_MODULES, **mapping}
     summary = QuantSummary()
     for path, module in list(model.named_modules()):
         quant_class = mapping.get(type(module))
@@ -91,14 +99,22 @@ def quantize(
             continue
         input_spec, weight_spec = config.specs_for(path, quant_class.default_weight_axis)
         float_type = type(module).__name__
-        quantized = quant_class.from_float(module, path, input_spec, weight_spec)
+        quantized = quant_class.from_float(module, path, input_spec, weight_spec,
+                                           config.output_spec)
         if quantized is not module:
             _replace_submodule(model, path, quantized)
-        has_weight = getattr(quantized, "has_weight", False)
-        summary.rows.append(SummaryRow(path, float_type, input_spec,
-                                       weight_spec if has_weight else None))
+        summary.rows.append(_summary_row(path, float_type, quantized))
     _warn_unused_ignores(config, [row.path for row in summary.rows])
     return model, summary
+
+
+def _summary_row(path: str, float_type: str, module: nn.Module) -> SummaryRow:
+    def spec(*names: str) -> QuantSpec | None:
+        quantizer = next((getattr(module, n) for n in names if hasattr(module, n)), None)
+        return quantizer.spec if quantizer is not None else None
+
+    return SummaryRow(path, float_type, spec("input_quantizer", "input0_quantizer"),
+                      spec("weight_quantizer"), output_spec=spec("output_quantizer"))
 
 
 def _replace_submodule(model: nn.Module, path: str, new: nn.Module) -> None:

@@ -17,34 +17,50 @@ from yoloq.quant.spec import QuantSpec
 
 
 class QuantModule(nn.Module):
-    """Base of quantized modules. Subclasses list their quantizers in `quantizer_names`."""
+    """Base of quantized modules: an input quantizer, a weight quantizer where the module
+    has weights, and optionally an output quantizer (for ONNX Runtime's QLinear kernels,
+    which need every tensor between two int8 ops quantized)."""
 
     has_weight = False
     default_weight_axis = 0
 
     @classmethod
     def from_float(
-        cls, module: nn.Module, path: str, input_spec: QuantSpec, weight_spec: QuantSpec | None
+        cls,
+        module: nn.Module,
+        path: str,
+        input_spec: QuantSpec,
+        weight_spec: QuantSpec | None,
+        output_spec: QuantSpec | None = None,
     ) -> nn.Module:
         """Turn `module` into an instance of `cls` in place, and attach its quantizers."""
         module.__class__ = cls
         module.attach_quantizers(path, input_spec, weight_spec)
+        if output_spec is not None:
+            module.output_quantizer = TensorQuantizer(output_spec, _join(path, "output_quantizer"))
         return module
 
     def attach_quantizers(self, path: str, input_spec: QuantSpec, weight_spec: QuantSpec | None):
-        prefix = f"{path}." if path else ""
-        self.input_quantizer = TensorQuantizer(input_spec, f"{prefix}input_quantizer")
+        self.input_quantizer = TensorQuantizer(input_spec, _join(path, "input_quantizer"))
         if self.has_weight:
-            self.weight_quantizer = TensorQuantizer(weight_spec, f"{prefix}weight_quantizer")
+            self.weight_quantizer = TensorQuantizer(weight_spec, _join(path, "weight_quantizer"))
+
+    def quantize_output(self, y: torch.Tensor) -> torch.Tensor:
+        quantizer = getattr(self, "output_quantizer", None)
+        return y if quantizer is None else quantizer(y)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
 
 
 class _QuantConvNd(QuantModule):
     has_weight = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(
-            self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias
-        )
+        x = self.input_quantizer(x)
+        return self.quantize_output(self._conv_forward(x, self.weight_quantizer(self.weight),
+                                                       self.bias))
 
 
 class QuantConv1d(nn.Conv1d, _QuantConvNd):
@@ -70,10 +86,11 @@ class _QuantConvTransposeNd(QuantModule):
             x, output_size, self.stride, self.padding, self.kernel_size,
             self._spatial_dims, self.dilation,
         )
-        return self._functional(
+        y = self._functional(
             self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias,
             self.stride, self.padding, output_padding, self.groups, self.dilation,
         )
+        return self.quantize_output(y)
 
 
 class QuantConvTranspose1d(nn.ConvTranspose1d, _QuantConvTransposeNd):
@@ -96,7 +113,8 @@ class QuantLinear(nn.Linear, QuantModule):
     has_weight = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+        y = F.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+        return self.quantize_output(y)
 
 
 class _QuantInputOnly(QuantModule):
@@ -105,7 +123,7 @@ class _QuantInputOnly(QuantModule):
     _float_class: type[nn.Module]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._float_class.forward(self, self.input_quantizer(x))
+        return self.quantize_output(self._float_class.forward(self, self.input_quantizer(x)))
 
 
 def _input_only(float_class: type[nn.Module]) -> type[nn.Module]:
@@ -155,12 +173,11 @@ class QuantAdd(Add, QuantModule):
         self.attach_quantizers(name, input_spec or QuantSpec())
 
     def attach_quantizers(self, path: str, input_spec: QuantSpec, weight_spec=None) -> None:
-        prefix = f"{path}." if path else ""
-        self.input0_quantizer = TensorQuantizer(input_spec, f"{prefix}input0_quantizer")
-        self.input1_quantizer = TensorQuantizer(input_spec, f"{prefix}input1_quantizer")
+        self.input0_quantizer = TensorQuantizer(input_spec, _join(path, "input0_quantizer"))
+        self.input1_quantizer = TensorQuantizer(input_spec, _join(path, "input1_quantizer"))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.input0_quantizer(a) + self.input1_quantizer(b)
+        return self.quantize_output(self.input0_quantizer(a) + self.input1_quantizer(b))
 
 
 class QuantConcat(Concat, QuantModule):
@@ -174,12 +191,38 @@ class QuantConcat(Concat, QuantModule):
         Concat.__init__(self, dim)
         self.attach_quantizers(name, input_spec or QuantSpec())
 
-    def attach_quantizers(self, path: str, input_spec: QuantSpec, weight_spec=None) -> None:
-        prefix = f"{path}." if path else ""
-        self.input_quantizer = TensorQuantizer(input_spec, f"{prefix}input_quantizer")
-
     def forward(self, tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return torch.cat([self.input_quantizer(t) for t in tensors], self.dim)
+        return self.quantize_output(torch.cat([self.input_quantizer(t) for t in tensors], self.dim))
+
+
+class _QuantOutputOnly(QuantModule):
+    """Activations and resampling: quantize the output only (their input is already the
+    quantized output of the layer before). Used when a config asks for output quantizers."""
+
+    _float_class: type[nn.Module]
+
+    @classmethod
+    def from_float(cls, module, path, input_spec, weight_spec, output_spec=None):
+        module.__class__ = cls
+        module.output_quantizer = TensorQuantizer(output_spec or input_spec,
+                                                  _join(path, "output_quantizer"))
+        return module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output_quantizer(self._float_class.forward(self, x))
+
+
+def _output_only(float_class: type[nn.Module]) -> type[nn.Module]:
+    attributes = {"forward": _QuantOutputOnly.forward, "_float_class": float_class,
+                  "__module__": __name__}
+    return type("Quant" + float_class.__name__, (float_class, _QuantOutputOnly), attributes)
+
+
+# Modules quantized at their output only, when the config asks for output quantizers.
+OUTPUT_QUANT_MODULES: dict[type[nn.Module], type[nn.Module]] = {
+    cls: _output_only(cls)
+    for cls in (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Upsample)
+}
 
 
 # The default map from float module types to their quantized versions.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch.nn as nn
@@ -73,9 +73,9 @@ class QuantSpec:
         return cls(**_known_fields(cls, data))
 
 
-def weight_spec_for_axis(axis: int) -> QuantSpec:
+def weight_spec_for_axis(axis: int, num_bits: int = 8) -> QuantSpec:
     """Per-output-channel weight spec, calibrated by max."""
-    return QuantSpec(axis=axis, calibrator="max")
+    return QuantSpec(num_bits=num_bits, axis=axis, calibrator="max")
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,14 @@ class QuantConfig:
 
     input_spec: default spec of activation (input) quantizers.
     weight_spec: default weight spec; None means per output channel of each
-        module (axis 0 for Conv/Linear, 1 for ConvTranspose), calibrated by max.
+        module (axis 0 for Conv/Linear, 1 for ConvTranspose) with `weight_bits`
+        bits, calibrated by max.
+    weight_bits: bits of the default weight spec (7 avoids the int8 saturation of
+        ONNX Runtime's kernels on CPUs without VNNI).
+    output_spec: when set, quantized modules also quantize their outputs, and
+        activations and resampling modules are quantized at their output, so that
+        every tensor between two int8 ops is quantized (ONNX Runtime's QLinear
+        kernels need that; TensorRT does not).
     ignore: regexes (matched with `re.match` against the module path) or
         callables `(path, module) -> bool`; a matching module stays float.
     rules: per-pattern overrides, see the module docstring for precedence.
@@ -134,8 +141,12 @@ class QuantConfig:
     weight_spec: QuantSpec | None = None
     ignore: tuple[IgnoreRule, ...] = ()
     rules: tuple[QuantRule, ...] = ()
+    weight_bits: int = 8
+    output_spec: QuantSpec | None = None
 
     def __post_init__(self):
+        if not 2 <= self.weight_bits <= 8:
+            raise ValueError(f"weight_bits must be in 2..8, got {self.weight_bits}")
         # Accept a single rule or any sequence; store tuples so the config is hashable-ish
         # and cannot be mutated behind the caller's back.
         ignore = self.ignore
@@ -175,7 +186,8 @@ class QuantConfig:
         rule = self.rule_for(path)
         input_spec = (rule and rule.input_spec) or self.input_spec
         weight_spec = (rule and rule.weight_spec) or self.weight_spec
-        return input_spec, weight_spec or weight_spec_for_axis(default_weight_axis)
+        return input_spec, weight_spec or weight_spec_for_axis(default_weight_axis,
+                                                               self.weight_bits)
 
     def resolved(self, ignored_paths: Sequence[str]) -> QuantConfig:
         """This config with every ignore rule replaced by the exact paths it ignored.
@@ -183,7 +195,7 @@ class QuantConfig:
         Callables cannot be saved; the resolved list can, and rebuilds the same model.
         """
         exact = tuple(re.escape(path) + "$" for path in ignored_paths)
-        return QuantConfig(self.input_spec, self.weight_spec, exact, self.rules)
+        return replace(self, ignore=exact)
 
     def to_dict(self) -> dict[str, Any]:
         if any(callable(rule) for rule in self.ignore):
@@ -194,6 +206,8 @@ class QuantConfig:
             "weight_spec": self.weight_spec.to_dict() if self.weight_spec else None,
             "ignore": list(self.ignore),
             "rules": [rule.to_dict() for rule in self.rules],
+            "weight_bits": self.weight_bits,
+            "output_spec": self.output_spec.to_dict() if self.output_spec else None,
         }
 
     @classmethod
@@ -203,6 +217,8 @@ class QuantConfig:
             weight_spec=_spec_or_none(data.get("weight_spec")),
             ignore=tuple(data.get("ignore") or ()),
             rules=tuple(QuantRule.from_dict(rule) for rule in data.get("rules") or ()),
+            weight_bits=int(data.get("weight_bits", 8)),
+            output_spec=_spec_or_none(data.get("output_spec")),
         )
 
 

@@ -1,0 +1,62 @@
+"""`yoloq export`: ONNX of a quantized checkpoint (Q/DQ, its profile) or of a float model."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  yoloq export --weights runs/ptq/ptq.pt --dynamic --out ptq.onnx
+  yoloq export --weights demo --float --out demo_float.onnx
+  yoloq export --weights yolov7.pt --float --img 640"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a quantized (Q/DQ) or float model to ONNX",
+        description="Export ONNX with input 'images' [batch, 3, H, W] (RGB, 0..1) and output "
+        "'output' [batch, anchors, 5 + nc] (xywh in pixels, sigmoid scores). A quantized "
+        "checkpoint exports with the profile it was calibrated for; ONNX Runtime's output is "
+        "then compared with the torch model's.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True,
+                        help="ptq.pt / qat.pt, or with --float any model yoloq loads")
+    parser.add_argument("--float", dest="float_model", action="store_true",
+                        help="export the float model (weights: .pt, architecture name, demo)")
+    parser.add_argument("--profile", choices=("trt", "ort"),
+                        help="check that the checkpoint was made for this profile")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="dynamic batch, height and width (default: fixed, batch 1)")
+    parser.add_argument("--opset", type=int, default=13, help="ONNX opset (>= 13)")
+    parser.add_argument("--img", type=int, help="input size (default: the model's, else 640)")
+    parser.add_argument("--out", help="output .onnx (default: next to the weights)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from yoloq.errors import YoloqError
+    from yoloq.export import export_and_check
+    from yoloq.runtime.predictor import load_predictor
+
+    predictor = load_predictor(args.weights)
+    if predictor.model is None:
+        raise YoloqError(f"{args.weights}: already ONNX; export takes a torch checkpoint")
+    if predictor.precision == "int8" and args.float_model:
+        raise YoloqError(f"{args.weights} is quantized; --float exports float models only")
+    if predictor.precision == "fp32" and not args.float_model:
+        raise YoloqError(f"{args.weights} is a float model: pass --float, or quantize it "
+                         "first with `yoloq ptq`")
+    if args.profile and predictor.profile != args.profile:
+        raise YoloqError(f"{args.weights} was calibrated for the {predictor.profile} profile, "
+                         f"not {args.profile}: Q/DQ placement differs between profiles, so "
+                         f"rerun `yoloq ptq --profile {args.profile}`")
+    default = Path(args.weights).with_suffix(".onnx") if Path(args.weights).suffix else \
+        Path(f"{args.weights}.onnx")
+    out = Path(args.out) if args.out else default
+    check = export_and_check(predictor, out, args.img or predictor.img_size, args.opset,
+                             args.dynamic)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); ONNX Runtime vs torch: "
+          f"max |error| {check['max_abs_error']:.3g} ({check['max_error_steps']:.2f} "
+          f"output-score steps)")
+    return 0

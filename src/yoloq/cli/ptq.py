@@ -1,0 +1,89 @@
+"""`yoloq ptq`: post-training quantization, evaluation, export and report in one run."""
+
+from __future__ import annotations
+
+import argparse
+
+from yoloq.quant import METHODS, PROFILES
+
+EPILOG = """examples:
+  yoloq ptq --weights demo --data demo --out runs/ptq_demo
+  yoloq ptq --weights yolov7.pt --data coco.yaml --img 640 --method mse --calib-images 512 \\
+            --ignore 'model\\.105\\.' --out runs/yolov7_ptq
+  yoloq ptq --weights demo --data demo --profile ort --weight-bits 7 --out runs/ptq_ort
+  yoloq ptq --config runs/ptq_demo/config.yaml --out runs/ptq_again
+
+outputs (in --out): config.yaml (rerun with --config), ptq.pt (quantized checkpoint),
+ptq_<profile>.onnx (Q/DQ) and float.onnx, report.json and report.md (float vs PTQ, mAP and
+ONNX Runtime latency)."""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "ptq", help="quantize, calibrate, evaluate and export a model (post-training)",
+        description="Post-training quantization: load and fuse the model, insert quantizers "
+        "(the detection head stays float), calibrate on training images, evaluate float and "
+        "INT8 mAP on the same val images, save ptq.pt, export ONNX with Q/DQ for the chosen "
+        "runtime, evaluate and time it in ONNX Runtime, and write the report.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Defaults are None so that values from --config are only overridden when given.
+    parser.add_argument("--weights", help="checkpoint (.pt), architecture name, or 'demo'")
+    parser.add_argument("--data", help="data YAML, or 'demo' for the built-in benchmark")
+    parser.add_argument("--config", help="rerun the config.yaml of an earlier run")
+    parser.add_argument("--out", help="output folder (default runs/ptq)")
+    parser.add_argument("--exist-ok", action="store_true", help="write into a non-empty --out")
+    parser.add_argument("--profile", choices=PROFILES,
+                        help="trt: Q/DQ on layer inputs, int8 (TensorRT); ort: every tensor, "
+                        "uint8 activations (ONNX Runtime CPU). Default trt")
+    parser.add_argument("--method", choices=METHODS, help="calibration method (default mse)")
+    parser.add_argument("--percentile", type=float, help="for --method percentile (99.99)")
+    parser.add_argument("--calib-images", type=int, help="calibration images (default 256)")
+    parser.add_argument("--batch", type=int, help="batch size (default 8)")
+    parser.add_argument("--img", type=int, help="input size (default: the model's, else 640)")
+    parser.add_argument("--ignore", action="append",
+                        help="regex of module paths to keep float (repeatable), e.g. "
+                        "'model\\.105\\.'")
+    parser.add_argument("--ignore-file", help="file with one ignore regex per line")
+    parser.add_argument("--weight-bits", type=int, choices=(7, 8),
+                        help="ort profile: 7-bit weights for CPUs without VNNI (default 8)")
+    parser.add_argument("--val-images", type=int, help="evaluate on the first N val images")
+    parser.add_argument("--device", help="cpu or cuda:0 (default cpu)")
+    parser.add_argument("--workers", type=int, help="data loader processes (default 2)")
+    parser.add_argument("--seed", type=int, help="calibration sampling seed (default 0)")
+    parser.add_argument("--on-bad-data", choices=("error", "skip"),
+                        help="stop at a bad image/label file (default), or skip and count it")
+    parser.set_defaults(func=run)
+
+
+# Command-line options that map one to one onto PtqConfig fields.
+_FIELDS = ("weights", "data", "out", "profile", "method", "percentile", "calib_images", "batch",
+           "img", "weight_bits", "val_images", "device", "workers", "seed", "on_bad_data")
+
+
+def build_config(args):
+    from yoloq.errors import YoloqError
+    from yoloq.ptq import PtqConfig, read_ignore_file
+
+    settings = PtqConfig.load(args.config).to_dict() if args.config else {}
+    settings.update({name: getattr(args, name) for name in _FIELDS
+                     if getattr(args, name) is not None})
+    ignore = list(args.ignore or [])
+    if args.ignore_file:
+        ignore += read_ignore_file(args.ignore_file)
+    if ignore:
+        settings["ignore"] = ignore
+    for required in ("weights", "data"):
+        if not settings.get(required):
+            raise YoloqError(f"--{required} is required (or --config)")
+    return PtqConfig.from_dict(settings)
+
+
+def run(args) -> int:
+    from yoloq.ptq import run_ptq
+    from yoloq.report import print_report
+
+    config = build_config(args)
+    result = run_ptq(config, exist_ok=args.exist_ok)
+    print_report(result.report)
+    print(f"wrote {result.out}: ptq.pt, {result.onnx.name}, report.json, report.md")
+    return 0

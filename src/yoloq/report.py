@@ -1,0 +1,310 @@
+"""One report for every command that compares models: float vs PTQ vs QAT, per backend.
+
+The API and `report.json` hold mAP as fractions (0..1), as COCOeval gives it;
+`report.md`, the terminal table and the plot show points (x100), as papers do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from yoloq.errors import YoloqError
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PROFILES = ("trt", "ort", None)
+PRECISIONS = ("fp32", "fp16", "int8")
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One model on one backend: its accuracy (fractions) and median latency per batch.
+
+    latency_ms maps the batch size, as a string ("1", "8"), to the median in ms.
+    """
+
+    model: str
+    backend: str
+    profile: str | None
+    precision: str
+    map50_95: float | None = None
+    map50: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    notes: str = ""
+
+    def __post_init__(self):
+        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("profile", self.profile, PROFILES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        for name in ("map50_95", "map50"):
+            value = getattr(self, name)
+            if value is not None and math.isnan(value):
+                object.__setattr__(self, name, None)  # undefined, as None in JSON
+            elif value is not None and not 0 <= value <= 1:
+                raise YoloqError(f"{self.model}: {name} {value} is not a fraction 0..1 "
+                                 "(the report holds fractions, not points)")  # fmt: skip
+        # JSON keys are strings; accept int batch sizes from callers.
+        latency = {str(batch): float(ms) for batch, ms in self.latency_ms.items()}
+        object.__setattr__(self, "latency_ms", latency)
+
+
+def _check_choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise YoloqError(f"report: {name} {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def machine_info() -> dict:
+    """Where the numbers were measured: platform, CPU, library versions, GPU."""
+    import platform
+
+    import torch
+
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = None
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": ort_version,
+        "cuda_device": cuda,
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Report:
+    """Rows to compare, with the run's config and the machine they were measured on."""
+
+    rows: list[ReportRow] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    machine: dict = field(default_factory=machine_info)
+    created: str = field(default_factory=_now)
+
+    def add(self, row: ReportRow) -> Report:
+        self.rows.append(row)
+        return self
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (mAP as fractions)."""
+        return {"version": SCHEMA_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Report:
+        return cls(
+            rows=[ReportRow(**row) for row in data.get("rows", [])],
+            config=data.get("config", {}),
+            machine=data.get("machine", {}),
+            created=data.get("created", ""),
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """Write report.json and report.md into `folder` (created), each atomically."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / REPORT_JSON, json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomic(folder / REPORT_MD, report_markdown(self))
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> Report:
+        """Read a report.json, or the one in a report folder."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / REPORT_JSON
+        try:
+            data = json.loads(path.read_text())
+            return cls.from_dict(data)
+        except (OSError, json.JSONDecodeError, TypeError) as error:
+            raise YoloqError(f"{path}: not a readable yoloq report ({error})") from None
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file, so readers never see half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+# --- the comparison table, shared by Markdown and the terminal -------------------------
+
+
+def batch_sizes(report: Report) -> list[str]:
+    """Every batch size with a latency in some row, in numeric order."""
+    return sorted({batch for row in report.rows for batch in row.latency_ms}, key=int)
+
+
+def reference_rows(report: Report) -> dict[str, ReportRow]:
+    """Per backend, the row others are compared with: its first fp32 row."""
+    references: dict[str, ReportRow] = {}
+    for row in report.rows:
+        if row.precision == "fp32":
+            references.setdefault(row.backend, row)
+    return references
+
+
+def table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Headers and text cells: mAP in points, drop in points, latency and ratio per batch."""
+    batches = batch_sizes(report)
+    headers = ["model", "backend", "profile", "precision", "mAP@.5:.95", "drop",
+               "mAP@.5"]  # fmt: skip
+    for batch in batches:
+        headers += [f"ms b{batch}", f"x float b{batch}"]
+    headers.append("notes")
+    references = reference_rows(report)
+    rows = []
+    for row in report.rows:
+        reference = references.get(row.backend)
+        cells = [row.model, row.backend, row.profile or "-", row.precision,
+                 _points(row.map50_95), _drop(reference, row), _points(row.map50)]  # fmt: skip
+        for batch in batches:
+            cells += [_ms(row.latency_ms.get(batch)), _ratio(reference, row, batch)]
+        rows.append([*cells, row.notes])
+    return headers, rows
+
+
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _drop(reference: ReportRow | None, row: ReportRow) -> str:
+    """Points lost against the float row of the backend (negative: a gain)."""
+    if reference is None or reference.map50_95 is None or row.map50_95 is None:
+        return "-"
+    return f"{100 * (reference.map50_95 - row.map50_95):.2f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _latency_ratio(reference: ReportRow | None, row: ReportRow, batch: str) -> float | None:
+    base = reference.latency_ms.get(batch) if reference else None
+    value = row.latency_ms.get(batch)
+    return value / base if base and value is not None else None
+
+
+def _ratio(reference: ReportRow | None, row: ReportRow, batch: str) -> str:
+    ratio = _latency_ratio(reference, row, batch)
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def report_markdown(report: Report) -> str:
+    """The report as Markdown: the table, then the machine and the config."""
+    headers, rows = table_cells(report)
+    lines = [
+        "# yoloq report",
+        "",
+        f"Created {report.created}. mAP in points (x100); drop: points lost against the "
+        "first fp32 row of the same backend; ms: median latency per batch size; x float: "
+        "latency ratio to that row.",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|"
+        + "|".join("---" if i < 4 or i == len(headers) - 1 else "---:" for i in range(len(headers)))
+        + "|",  # fmt: skip
+    ]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    lines += ["", "## Machine", ""]
+    lines += [f"- {key}: {value}" for key, value in report.machine.items()]
+    lines += ["", "## Config", "", "```json", json.dumps(report.config, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def print_report(report: Report, console: Console | None = None) -> None:
+    """Print the comparison table (points, drop, latency and ratio per batch size)."""
+    headers, rows = table_cells(report)
+    table = Table(title="yoloq report (mAP in points; drop and ratio vs the backend's fp32 row)")
+    # Model, backend, profile and precision share one column so that 80 columns suffice.
+    table.add_column("model", overflow="fold")
+    for index, header in enumerate(headers[4:-1], start=4):
+        header = header.replace(" b", "\nb").replace("@", "\n@")
+        width = max(len(part) for part in [*header.split("\n"), *(r[index] for r in rows)])
+        table.add_column(header, justify="right", no_wrap=True, min_width=width)
+    table.add_column("notes", overflow="fold")
+    for row in rows:
+        name, backend, profile, precision = row[:4]
+        profile = "" if profile == "-" else f" {profile}"
+        table.add_row(f"{name}\n{backend} {precision}{profile}", *row[4:])
+    (console or Console()).print(table)
+
+
+def plot_report(report: Report, path: str | Path) -> Path:
+    """A PNG: mAP@.5:.95 (points) per row, and latency ratio to float per batch size."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display
+
+    labels = [_row_label(row) for row in report.rows]
+    references = reference_rows(report)
+    figure = Figure(figsize=(max(6.0, 1.2 * len(labels) + 3), 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    accuracy, speed = figure.subplots(1, 2)
+    maps = [100 * row.map50_95 for row in report.rows if row.map50_95 is not None]
+    bars = accuracy.bar(range(len(labels)), [_nan_if_none(r.map50_95, 100) for r in report.rows])
+    accuracy.bar_label(bars, labels=[_points(row.map50_95) for row in report.rows], fontsize=8)
+    accuracy.set(title="mAP@.5:.95 (points)", xticks=range(len(labels)))
+    accuracy.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    if maps:  # differences are fractions of a point: do not start the axis at 0
+        accuracy.set_ylim(max(0.0, min(maps) - 5), max(maps) + 1)
+    batches = batch_sizes(report)
+    width = 0.8 / max(1, len(batches))
+    for i, batch in enumerate(batches):
+        ratios = [
+            _nan_if_none(_latency_ratio(references.get(row.backend), row, batch))
+            for row in report.rows
+        ]
+        positions = [x + (i - (len(batches) - 1) / 2) * width for x in range(len(labels))]
+        speed.bar(positions, ratios, width=width, label=f"batch {batch}")
+    speed.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")
+    speed.set(title="latency / float (lower is faster)", xticks=range(len(labels)))
+    speed.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    if batches:
+        speed.legend(fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        figure.savefig(temporary, format="png", dpi=120)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def _row_label(row: ReportRow) -> str:
+    parts = [row.model, row.backend, row.precision] + ([row.profile] if row.profile else [])
+    return "\n".join([parts[0], " ".join(parts[1:])])
+
+
+def _nan_if_none(value: float | None, scale: float = 1.0) -> float:
+    return math.nan if value is None else scale * value  # matplotlib leaves nan bars out
