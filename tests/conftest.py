@@ -32,3 +32,43 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A small synthetic dataset in YOLO format: 24 train and 12 val images of 128 px."""
+    from yoloq.data.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    return generate_dataset(root, train_images=24, val_images=12, size=128, seed=1,
+                            workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo(tmp_path_factory):
+    """A random-weight YOLOv7-tiny at quarter width with the synthetic set's 8 classes,
+    saved as a yoloq float checkpoint for 128 px inputs."""
+    from yoloq.data.synthetic import CLASS_NAMES
+    from yoloq.models.native import save_float_checkpoint
+    from yoloq.models.registry import architecture_config
+    from yoloq.models.yolo import Model
+
+    cfg = architecture_config("yolov7-tiny")
+    cfg["nc"], cfg["width_multiple"] = len(CLASS_NAMES), 0.25
+    torch.manual_seed(0)
+    model = Model(cfg)
+    model.names = list(CLASS_NAMES)
+    return save_float_checkpoint(model, tmp_path_factory.mktemp("tiny_yolo") / "float.pt",
+                                 img_size=128)
+
+
+@pytest.fixture(scope="session")
+def demo_subset(tmp_path_factory):
+    """The first 64 val and 32 train images of the built-in benchmark: the generator seeds
+    each image by its index, so these are the very images of the full set."""
+    from yoloq.builtin import DEMO_DATA
+    from yoloq.data.synthetic import generate_dataset
+
+    settings = {**DEMO_DATA, "train_images": 32, "val_images": 64}
+    return generate_dataset(tmp_path_factory.mktemp("demo_subset"), workers=1, progress=False,
+                            **settings)

@@ -1,137 +1,99 @@
-"""`yoloq demo`: every stage yoloq has, run for real on built-in data.
+"""`yoloq demo`: the whole workflow, for real, on the built-in benchmark.
 
-Today: a random-weight CNN with the three structures that decide INT8
-placement (a MaxPool, a Concat of two branches, a residual Add) is quantized,
-calibrated, exported with Q/DQ and run in ONNX Runtime against torch.
+The demo model (YOLOv7-tiny at half width, trained on yoloq's synthetic dataset)
+is evaluated in float, quantized with histogram-MSE calibration for both
+deployment profiles (trt and ort), exported with Q/DQ, evaluated in ONNX Runtime
+next to the float export, and timed against it. Everything lands in --out.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-import torch
-import torch.nn as nn
-from rich.table import Table
-
 from yoloq.console import console
-from yoloq.export import export_onnx
-from yoloq.quant import Add, Concat, QuantConfig, calibrate, quantize
-from yoloq.quant.quantizer import iter_quantizers
-from yoloq.runtime import OrtModel
+from yoloq.ptq import (
+    PtqConfig,
+    bench_models,
+    evaluate_onnx,
+    evaluate_predictor,
+    export_pair,
+    latency_for,
+    prepare,
+    quantize_and_calibrate,
+    save_checkpoint,
+    torch_predict,
+)
 
 
-class DemoCNN(nn.Module):
-    """A small CNN: stem, MaxPool, two branches joined by Concat, a residual Add, a head."""
-
-    def __init__(self, channels: int = 16, outputs: int = 8):
-        super().__init__()
-        c = channels
-        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, 2, 1), nn.ReLU())
-        self.pool = nn.MaxPool2d(2)
-        self.branch_a = nn.Sequential(nn.Conv2d(c, c, 1), nn.ReLU())
-        self.branch_b = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1), nn.ReLU())
-        self.concat = Concat(1)
-        self.mix = nn.Sequential(nn.Conv2d(2 * c, 2 * c, 1), nn.ReLU())
-        self.residual = nn.Sequential(nn.Conv2d(2 * c, 2 * c, 3, 1, 1), nn.ReLU())
-        self.add = Add()
-        self.head = nn.Conv2d(2 * c, outputs, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.stem(x))
-        x = self.mix(self.concat([self.branch_a(x), self.branch_b(x)]))
-        x = self.add(x, self.residual(x))
-        return self.head(x)
+@dataclass(frozen=True)
+class DemoSettings:
+    out: str = "runs/demo"
+    data: str = "demo"
+    weights: str = "demo"
+    method: str = "mse"
+    calib_images: int = 256
+    val_images: int | None = None  # None: the whole val split (500 images)
+    bench_batches: tuple[int, ...] = (1, 8)
+    workers: int = 2
 
 
-def synthetic_batches(count: int, batch: int, size: int, seed: int) -> list[torch.Tensor]:
-    """Smooth random images in [0, 1], the same for the same seed."""
-    generator = torch.Generator().manual_seed(seed)
-    low = torch.rand(count * batch, 3, size // 8, size // 8, generator=generator)
-    images = nn.functional.interpolate(low, size=(size, size), mode="bilinear")
-    return list(images.split(batch))
+# The two deployment profiles; the ort one with 7-bit weights, right for CPUs without VNNI.
+PROFILE_SETTINGS = {"trt": {"profile": "trt"}, "ort": {"profile": "ort", "weight_bits": 7}}
 
 
-def run_demo(out_dir: str | Path | None = None, seed: int = 0, size: int = 224,
-             method: str = "mse") -> dict:
-    """Run the demo, print its tables, and return the measured figures."""
-    if out_dir is None:
-        with tempfile.TemporaryDirectory(prefix="yoloq-demo-") as folder:
-            return run_demo(folder, seed, size, method)
-    out_dir = Path(out_dir)
-    results: dict = {}
-    steps: list[tuple[str, Callable[[dict], None]]] = [
-        ("quantize", _step_quantize),
-        ("calibrate", lambda r: _step_calibrate(r, seed, size, method)),
-        ("export", lambda r: _step_export(r, out_dir, size)),
-        ("onnxruntime", lambda r: _step_onnxruntime(r, seed, size)),
-    ]
-    for name, step in steps:
-        console.rule(f"[bold]{name}")
-        step(results)
-    console.print(_results_table(results))
-    return {key: value for key, value in results.items() if not key.startswith("_")}
+def run_demo(settings: DemoSettings | None = None):
+    """Run every stage on the built-in benchmark; print and return the report."""
+    from yoloq.report import Report, ReportRow, plot_report, print_report
+
+    settings = settings or DemoSettings()
+    out = Path(settings.out)
+    configs = {name: _ptq_config(settings, **extra) for name, extra in PROFILE_SETTINGS.items()}
+    _stage("data and model")
+    space = prepare(configs["trt"])
+    out.mkdir(parents=True, exist_ok=True)
+    console.print(f"{len(space.val_loader.dataset)} val images at {space.img_size} px, "
+                  f"calibration on {configs['trt'].calib_images} training images")
+    _stage("float model")
+    float_eval = evaluate_predictor(torch_predict(space.float_model), space)
+    rows = [ReportRow("demo", "torch", None, "fp32", float_eval.map50_95, float_eval.map50, {})]
+    exports, onnx_evals = {}, {}
+    for name, config in configs.items():
+        _stage(f"PTQ, {name} profile ({config.method} calibration)")
+        model, _, quant_config, run = quantize_and_calibrate(space, config)
+        console.print(f"calibrated {run.quantizers} quantizers on {run.images} images in "
+                      f"{run.seconds:.1f} s")
+        result = evaluate_predictor(torch_predict(model), space)
+        rows.append(ReportRow("demo", "torch", name, "int8", result.map50_95, result.map50, {}))
+        save_checkpoint(model, out / f"ptq_{name}.pt", config, quant_config, space, run)
+        exports[name], float_onnx = export_pair(model, space, config, out, f"ptq_{name}")
+        onnx_evals[name] = evaluate_onnx(exports[name], space)
+    _stage("ONNX Runtime")
+    onnx_evals["float"] = evaluate_onnx(float_onnx, space)
+    paths = [float_onnx, *exports.values()]
+    latency = bench_models(paths, settings.bench_batches, space.img_size)
+    for key, path in zip(("float", *exports), paths):
+        profile, precision = (None, "fp32") if key == "float" else (key, "int8")
+        rows.append(ReportRow(path.name, "onnxruntime", profile, precision,
+                              onnx_evals[key].map50_95, onnx_evals[key].map50,
+                              latency_for(latency, path)))
+    report = Report(rows=rows, config={"demo": settings.__dict__ | {
+        "bench_batches": list(settings.bench_batches)}})
+    report.save(out)
+    plot_report(report, out / "report.png")
+    _stage("results")
+    print_report(report)
+    console.print(f"outputs in {out}: ptq_trt.pt, ptq_ort.pt, the ONNX files, report.json, "
+                  "report.md, report.png")
+    return report
 
 
-def _step_quantize(results: dict) -> None:
-    torch.manual_seed(0)
-    model = DemoCNN().eval()
-    results["_float_model"] = DemoCNN().eval()
-    results["_float_model"].load_state_dict(model.state_dict())
-    model, summary = quantize(model, QuantConfig())
-    console.print(summary.table())
-    results["_model"] = model
-    results["modules_quantized"] = len(summary.quantized)
-    results["quantizers"] = sum(1 for _ in iter_quantizers(model))
+def _ptq_config(settings: DemoSettings, **extra) -> PtqConfig:
+    return PtqConfig(weights=settings.weights, data=settings.data, out=settings.out,
+                     method=settings.method, calib_images=settings.calib_images,
+                     val_images=settings.val_images, workers=settings.workers,
+                     bench_batches=settings.bench_batches, **extra)
 
 
-def _step_calibrate(results: dict, seed: int, size: int, method: str) -> None:
-    batches = synthetic_batches(count=8, batch=4, size=size, seed=seed)
-    run = calibrate(results["_model"], batches, method=method)
-    console.print(f"{method} calibration: {run.batches} batches, {run.images} images, "
-                  f"{run.quantizers} quantizers, {run.seconds:.2f} s")
-    results["calibration_method"] = method
-    results["calibration_seconds"] = run.seconds
-
-
-def _step_export(results: dict, out_dir: Path, size: int) -> None:
-    path = export_onnx(results["_model"], out_dir / "demo_int8.onnx", torch.rand(1, 3, size, size))
-    graph = onnx.load(str(path)).graph
-    counts = {op: sum(node.op_type == op for node in graph.node)
-              for op in ("QuantizeLinear", "DequantizeLinear", "Conv")}
-    console.print(f"exported {path} ({path.stat().st_size / 1024:.0f} KiB): {counts}")
-    results["_onnx_path"] = path
-    results["onnx_qdq_pairs"] = counts["QuantizeLinear"]
-
-
-def _step_onnxruntime(results: dict, seed: int, size: int) -> None:
-    images = synthetic_batches(count=1, batch=4, size=size, seed=seed + 1)[0]
-    with torch.no_grad():
-        torch_int8 = results["_model"](images)
-        torch_float = results["_float_model"](images)
-    ort_int8 = OrtModel(results["_onnx_path"])(images)
-    output_step = torch_int8.abs().max().item() / 127
-    results["ort_vs_torch_max_error"] = (ort_int8 - torch_int8).abs().max().item()
-    results["ort_vs_torch_steps"] = results["ort_vs_torch_max_error"] / output_step
-    results["int8_vs_float_relative_error"] = (
-        (torch_int8 - torch_float).norm() / torch_float.norm()
-    ).item()
-
-
-def _results_table(results: dict) -> Table:
-    table = Table(title="yoloq demo")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("modules quantized", str(results["modules_quantized"]))
-    table.add_row("quantizers inserted", str(results["quantizers"]))
-    table.add_row(f"calibration ({results['calibration_method']})",
-                  f"{results['calibration_seconds']:.2f} s")
-    table.add_row("Q/DQ pairs in ONNX", str(results["onnx_qdq_pairs"]))
-    table.add_row("ONNX Runtime vs torch INT8, max |error|",
-                  f"{results['ort_vs_torch_max_error']:.2e} "
-                  f"({results['ort_vs_torch_steps']:.2f} output steps)")
-    table.add_row("torch INT8 vs float, relative error",
-                  f"{100 * results['int8_vs_float_relative_error']:.2f} %")
-    return table
+def _stage(title: str) -> None:
+    console.rule(f"[bold]{title}")

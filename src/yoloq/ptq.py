@@ -195,7 +195,7 @@ def run_ptq(config: PtqConfig, exist_ok: bool = False) -> PtqResult:
     onnx_path, float_onnx = export_pair(model, space, config, out, f"ptq_{config.profile}")
     onnx_eval = evaluate_onnx(onnx_path, space)
     float_onnx_eval = evaluate_onnx(float_onnx, space)
-    latency = bench_pair(float_onnx, onnx_path, config.bench_batches, space.img_size)
+    latency = bench_models([float_onnx, onnx_path], config.bench_batches, space.img_size)
     result = PtqResult(out, float_eval, ptq_eval, onnx_eval, run, checkpoint, onnx_path,
                        float_onnx, float_onnx_eval, latency)
     result.report = write_report(result, config)
@@ -240,12 +240,12 @@ def evaluate_onnx(path: Path, space: Workspace) -> EvalResult:
     return evaluate_predictor(OrtModel(path, providers=["CPUExecutionProvider"]), space)
 
 
-def bench_pair(float_onnx: Path, quant_onnx: Path, batches, img_size: int):
-    """ONNX Runtime latency of both models, interleaved, per batch size (a BenchResult)."""
+def bench_models(paths: list[Path], batches, img_size: int):
+    """ONNX Runtime latency of the models, interleaved, per batch size (a BenchResult);
+    ratios are to the first model."""
     from yoloq.runtime.bench import benchmark_onnx
 
-    return benchmark_onnx([float_onnx, quant_onnx], batch_sizes=tuple(batches),
-                          img_size=img_size)
+    return benchmark_onnx(list(paths), batch_sizes=tuple(batches), img_size=img_size)
 
 
 def write_report(result: PtqResult, config: PtqConfig):

@@ -240,21 +240,31 @@ def report_markdown(report: Report) -> str:
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
-    """Print the comparison table (points, drop, latency and ratio per batch size)."""
+    """Print the comparison table (points, drop, latency and ratio per batch size).
+
+    One short label per row (backend, precision, profile) keeps it within 80 columns;
+    the model names go into the title, and the notes column only appears when used.
+    """
     headers, rows = table_cells(report)
-    table = Table(title="yoloq report (mAP in points; drop and ratio vs the backend's fp32 row)")
-    # Model, backend, profile and precision share one column so that 80 columns suffice.
-    table.add_column("model", overflow="fold")
+    models = ", ".join(dict.fromkeys(row[0] for row in rows))
+    table = Table(title=f"{models}: mAP in points; drop and latency ratio vs fp32 of the "
+                  "same backend")
+    table.add_column("run")
     for index, header in enumerate(headers[4:-1], start=4):
-        header = header.replace(" b", "\nb").replace("@", "\n@")
-        width = max(len(part) for part in [*header.split("\n"), *(r[index] for r in rows)])
-        table.add_column(header, justify="right", no_wrap=True, min_width=width)
-    table.add_column("notes", overflow="fold")
+        header = header.replace("x float ", "ratio ").replace(" b", "\nb").replace("@", "\n@")
+        table.add_column(header, justify="right", no_wrap=True)
+    with_notes = any(row[-1] for row in rows)
+    if with_notes:
+        table.add_column("notes", overflow="fold")
     for row in rows:
-        name, backend, profile, precision = row[:4]
-        profile = "" if profile == "-" else f" {profile}"
-        table.add_row(f"{name}\n{backend} {precision}{profile}", *row[4:])
+        _, backend, profile, precision = row[:4]
+        label = " ".join(part for part in (_SHORT.get(backend, backend), precision, profile)
+                         if part and part != "-")
+        table.add_row(label, *row[4:-1], *([row[-1]] if with_notes else []))
     (console or Console()).print(table)
+
+
+_SHORT = {"onnxruntime": "onnxrt", "tensorrt": "trt-engine"}
 
 
 def plot_report(report: Report, path: str | Path) -> Path:

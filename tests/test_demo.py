@@ -1,0 +1,62 @@
+"""The built-in benchmark: the shipped demo model, and `yoloq demo` on a subset of it."""
+
+import json
+
+import pytest
+import torch
+
+from yoloq.builtin import demo_model, demo_record
+from yoloq.data import create_val_loader, load_data_config, load_split
+from yoloq.demo import DemoSettings, run_demo
+from yoloq.evaluate import evaluate
+from yoloq.ptq import PtqConfig, run_ptq
+
+# mAP of the shipped demo model on the first 64 val images (measured once; pins the
+# weights, the generator, the loaders and the evaluator together).
+GOLDEN_MAP50_95 = None
+GOLDEN_MAP50 = None
+
+
+def test_demo_model_ships_with_its_record():
+    model = demo_model()
+    record = demo_record()
+    assert model.nc == 8 and model.img_size == 320 and not model.training
+    assert record["val_map50_95"] >= 0.4
+    assert {"command", "device", "train_seconds", "val_map50"} <= set(record)
+
+
+def test_demo_model_golden_map_on_64_val_images(demo_subset):
+    data = load_data_config(demo_subset)
+    loader = create_val_loader(load_split(data, "val"), 320, 16, 32)
+    model = demo_model()
+    with torch.inference_mode():
+        result = evaluate(lambda x: model(x)[0], loader, progress=False)
+    assert result.images == 64
+    assert result.map50_95 >= 0.4
+    assert result.map50_95 == pytest.approx(GOLDEN_MAP50_95, abs=1e-4)
+    assert result.map50 == pytest.approx(GOLDEN_MAP50, abs=1e-4)
+
+
+def test_ptq_on_demo_subset_stays_within_one_point(demo_subset, tmp_path):
+    config = PtqConfig(weights="demo", data=str(demo_subset), out=str(tmp_path / "ptq"),
+                       calib_images=32, workers=0, bench_batches=(1,))
+    result = run_ptq(config)
+    assert abs(result.float_eval.map50_95 - result.ptq_eval.map50_95) <= 0.01
+    assert abs(result.ptq_eval.map50_95 - result.onnx_eval.map50_95) <= 0.003
+    assert (tmp_path / "ptq" / "report.md").is_file()
+
+
+def test_demo_runs_every_stage(demo_subset, tmp_path):
+    settings = DemoSettings(out=str(tmp_path / "demo"), data=str(demo_subset), val_images=16,
+                            calib_images=16, bench_batches=(1,), workers=0)
+    report = run_demo(settings)
+    labels = [(row.backend, row.precision, row.profile) for row in report.rows]
+    assert labels == [("torch", "fp32", None), ("torch", "int8", "trt"),
+                      ("torch", "int8", "ort"), ("onnxruntime", "fp32", None),
+                      ("onnxruntime", "int8", "trt"), ("onnxruntime", "int8", "ort")]
+    assert all(row.map50_95 is not None for row in report.rows)
+    files = {path.name for path in (tmp_path / "demo").iterdir()}
+    assert {"ptq_trt.pt", "ptq_ort.pt", "ptq_trt.onnx", "ptq_ort.onnx", "float.onnx",
+            "report.json", "report.md", "report.png"} <= files
+    saved = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert len(saved["rows"]) == 6

@@ -1,0 +1,145 @@
+import json
+from collections import Counter
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import yaml
+
+from yoloq.cli import main
+from yoloq.models.quantized import load_quantized
+from yoloq.ptq import PtqConfig, run_ptq
+from yoloq.quant import QuantMode, iter_quantizers
+from yoloq.quant.modules import QuantConv2d
+
+
+def ptq_config(tiny_yolo, tiny_data, out, **overrides):
+    settings = dict(weights=str(tiny_yolo), data=str(tiny_data), out=str(out), calib_images=8,
+                    batch=4, workers=0, bench_batches=(1,))
+    return PtqConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trt_run(tiny_yolo, tiny_data, tmp_path_factory):
+    return run_ptq(ptq_config(tiny_yolo, tiny_data, tmp_path_factory.mktemp("ptq") / "trt"))
+
+
+@pytest.fixture(scope="module")
+def ort_run(tiny_yolo, tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ptq") / "ort"
+    return run_ptq(ptq_config(tiny_yolo, tiny_data, out, profile="ort", weight_bits=7))
+
+
+def test_ptq_writes_every_output(trt_run):
+    names = {path.name for path in trt_run.out.iterdir()}
+    assert {"config.yaml", "ptq.pt", "ptq_trt.onnx", "float.onnx", "report.json",
+            "report.md", "quantization.txt"} <= names
+    report = json.loads((trt_run.out / "report.json").read_text())
+    backends = [(row["backend"], row["precision"]) for row in report["rows"]]
+    assert backends == [("torch", "fp32"), ("torch", "int8"), ("onnxruntime", "fp32"),
+                        ("onnxruntime", "int8")]
+    assert all(row["map50_95"] is not None for row in report["rows"])
+    assert set(report["rows"][3]["latency_ms"]) == {"1"}
+    onnx.checker.check_model(str(trt_run.onnx))
+    # The checkpoint is plain data.
+    payload = torch.load(trt_run.checkpoint, weights_only=True)
+    assert payload["profile"] == "trt" and payload["quant_config"]["ignore"]
+
+
+def test_rerun_from_saved_config_is_identical(trt_run, tmp_path):
+    saved = PtqConfig.load(trt_run.out / "config.yaml")
+    again = run_ptq(PtqConfig.from_dict({**saved.to_dict(), "out": str(tmp_path / "again")}))
+    first = torch.load(trt_run.checkpoint, weights_only=True)["state_dict"]
+    second = torch.load(again.checkpoint, weights_only=True)["state_dict"]
+    amax = [key for key in first if key.endswith(".amax")]
+    assert amax and all(torch.equal(first[key], second[key]) for key in amax)
+
+
+@pytest.mark.parametrize("run_name", ["trt_run", "ort_run"])
+def test_load_quantized_round_trip_and_onnx_parity(run_name, request):
+    run = request.getfixturevalue(run_name)
+    model = load_quantized(run.checkpoint)
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(images)[0]
+        again = load_quantized(run.checkpoint)(images)[0]
+    assert torch.equal(expected, again)
+    session = ort.InferenceSession(str(run.onnx), providers=["CPUExecutionProvider"])
+    actual = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+    # Scores are sigmoid outputs: a rounding flip upstream moves them far less than 0.01.
+    assert (actual[..., 4:] - expected[..., 4:]).abs().max().item() < 0.01
+    assert (actual[..., :4] - expected[..., :4]).abs().max().item() < 1.0  # pixels
+
+
+def test_disabled_quantizers_survive_the_checkpoint(trt_run, tmp_path):
+    from yoloq.models.quantized import save_quantized
+    from yoloq.quant import QuantConfig
+
+    payload = torch.load(trt_run.checkpoint, weights_only=True)
+    model = load_quantized(trt_run.checkpoint)
+    model.model[0].conv.input_quantizer.mode = QuantMode.DISABLED
+    path = save_quantized(model, tmp_path / "q.pt", "trt",
+                          QuantConfig.from_dict(payload["quant_config"]), 128)
+    reloaded = dict(iter_quantizers(load_quantized(path)))
+    assert reloaded["model.0.conv.input_quantizer"].mode == QuantMode.DISABLED
+
+
+def test_ort_profile_fuses_every_quantized_conv(ort_run, tmp_path):
+    model = load_quantized(ort_run.checkpoint)
+    quantized_convs = sum(isinstance(m, QuantConv2d) for m in model.modules())
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(ort_run.onnx), options, providers=["CPUExecutionProvider"])
+    ops = Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
+    assert quantized_convs > 0 and ops["QLinearConv"] == quantized_convs
+    assert ops["Conv"] + ops["FusedConv"] == 3  # the float detection head
+
+
+def cli_error(argv, capsys) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_bad_inputs_fail_clearly_and_write_nothing(tiny_yolo, tiny_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["ptq", "--data", str(tiny_data), "--out", str(out), "--workers", "0"]
+    assert "checkpoint not found: missing.pt" in cli_error(
+        [*base, "--weights", "missing.pt"], capsys)
+    no_val = tmp_path / "no_val.yaml"
+    no_val.write_text(yaml.safe_dump({"path": str(tiny_data.parent), "train": "images/train",
+                                      "names": ["a"] * 8}))
+    assert "no 'val' split" in cli_error(
+        ["ptq", "--weights", str(tiny_yolo), "--data", str(no_val), "--out", str(out)], capsys)
+    assert "not a valid regex" in cli_error(
+        [*base, "--weights", str(tiny_yolo), "--ignore", "model.(("], capsys)
+    with pytest.raises(SystemExit) as error:
+        main([*base, "--weights", str(tiny_yolo), "--method", "minmax"])
+    assert error.value.code == 2 and "invalid choice: 'minmax'" in capsys.readouterr().err
+    assert not out.exists()
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert "is not empty" in cli_error([*base, "--weights", str(tiny_yolo)], capsys)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_export_refuses_the_other_profile(ort_run, tmp_path, capsys):
+    message = cli_error(["export", "--weights", str(ort_run.checkpoint), "--profile", "trt",
+                         "--out", str(tmp_path / "x.onnx")], capsys)
+    assert "calibrated for the ort profile" in message and not (tmp_path / "x.onnx").exists()
+
+
+def test_ignore_file_and_unused_pattern_warning(tiny_yolo, tiny_data, tmp_path):
+    ignore_file = tmp_path / "ignore.txt"
+    ignore_file.write_text("# keep the stem float\nmodel\\.0\\.\n")
+    from yoloq.ptq import read_ignore_file
+
+    config = ptq_config(tiny_yolo, tiny_data, tmp_path / "run",
+                        ignore=(*read_ignore_file(ignore_file), r"model\.999\."))
+    with pytest.warns(UserWarning, match="matches no quantizable module"):
+        run = run_ptq(config)
+    text = (run.out / "quantization.txt").read_text()
+    assert "model\\.0\\." in text
+    model = load_quantized(run.checkpoint)
+    assert not isinstance(model.model[0].conv, QuantConv2d)
