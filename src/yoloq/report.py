@@ -250,7 +250,7 @@ def print_report(report: Report, console: Console | None = None) -> None:
     table = Table(title=f"{models}: mAP in points; drop and latency ratio vs fp32 of the "
                   "same backend")
     table.add_column("run")
-    for index, header in enumerate(headers[4:-1], start=4):
+    for header in headers[4:-1]:
         header = header.replace("x float ", "ratio ").replace(" b", "\nb").replace("@", "\n@")
         table.add_column(header, justify="right", no_wrap=True)
     with_notes = any(row[-1] for row in rows)

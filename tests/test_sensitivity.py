@@ -1,0 +1,146 @@
+import json
+
+import pytest
+import torch
+
+from yoloq.models.native import load_float_checkpoint
+from yoloq.models.quantized import quantize_yolo
+from yoloq.quant import QuantMode, calibrate
+from yoloq.sensitivity import (
+    ResultsFile,
+    SensitivityConfig,
+    layer_quantizers,
+    output_error,
+    rank,
+    raw_outputs,
+    run_sensitivity,
+    score_layers,
+    search_fallback,
+)
+
+FRAGILE = "model.4"
+
+
+@pytest.fixture()
+def quantized(tiny_yolo):
+    """The tiny YOLO, PTQ'd, with one layer made fragile: its input range cut to 2%."""
+    float_model = load_float_checkpoint(tiny_yolo).fuse()
+    model = load_float_checkpoint(tiny_yolo).fuse()
+    quantize_yolo(model)
+    torch.manual_seed(0)
+    images = torch.rand(8, 3, 128, 128)
+    calibrate(model, [images], method="max", show_progress=False)
+    quantizer = model.model[4].conv.input_quantizer
+    quantizer.set_amax(quantizer.amax * 0.02)
+    return float_model, model, images
+
+
+def proxy_measure(float_model, model, images):
+    with torch.inference_mode():
+        reference = [raw_outputs(float_model, images)]
+    return lambda: -output_error(model, [images], reference)
+
+
+def test_fragile_layer_ranks_first_by_proxy(quantized, tmp_path):
+    float_model, model, images = quantized
+    groups = layer_quantizers(model)
+    measure = proxy_measure(float_model, model, images)
+    scores = score_layers(groups, measure, ResultsFile(tmp_path / "s.json", {}),
+                          baseline=measure(), show_progress=False)
+    assert rank(scores)[0][0] == FRAGILE
+    assert len(scores) == len(groups) > 40
+
+
+def test_interrupted_run_resumes_without_recomputing(quantized, tmp_path):
+    float_model, model, images = quantized
+    groups = dict(list(layer_quantizers(model).items())[:6])
+    measure = proxy_measure(float_model, model, images)
+    baseline = measure()
+    calls = []
+
+    def interrupted():
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return measure()
+
+    path = tmp_path / "sensitivity.json"
+    with pytest.raises(KeyboardInterrupt):
+        score_layers(groups, interrupted, ResultsFile(path, {"a": 1}), baseline=baseline,
+                     show_progress=False)
+    assert len(json.loads(path.read_text())["scores"]) == 2
+    counted = []
+
+    def counting():
+        counted.append(1)
+        return measure()
+
+    resumed = score_layers(groups, counting, ResultsFile(path, {"a": 1}), baseline=baseline,
+                           show_progress=False)
+    fresh = score_layers(groups, measure, ResultsFile(tmp_path / "fresh.json", {"a": 1}),
+                         baseline=baseline, show_progress=False)
+    assert len(counted) == 4 and resumed == pytest.approx(fresh, rel=1e-9, abs=1e-15)
+    with pytest.raises(Exception, match="other settings"):
+        ResultsFile(path, {"a": 2})
+
+
+def test_search_stops_at_target_and_keeps_only_improving_layers(quantized):
+    _, model, _ = quantized
+    groups = dict(list(layer_quantizers(model).items())[:6])
+    names = list(groups)
+    # A stand-in mAP, read from which quantizers are really off: layer 0 helps by 0.05,
+    # layer 1 hurts, layer 2 helps by 0.03, the rest do nothing.
+    effect = {names[0]: 0.05, names[1]: -0.01, names[2]: 0.03}
+
+    def measure():
+        off = {n for n, qs in groups.items() if qs[0].mode == QuantMode.DISABLED}
+        return 0.40 + sum(effect.get(n, 0.0) for n in off)
+
+    ranking = [names[1], names[0], names[3], names[2], names[4], names[5]]
+    result = search_fallback(groups, ranking, measure, float_map=0.50, target_drop=0.05,
+                             show_progress=False)
+    assert result.fallback == [names[0]]  # names[1] did not improve: quantized again
+    assert [step["layer"] for step in result.history] == [names[1], names[0]]  # stopped
+    assert result.final_drop == pytest.approx(0.05)
+    assert groups[names[1]][0].mode == QuantMode.QUANTIZING
+    assert groups[names[0]][0].mode == QuantMode.DISABLED
+
+
+def test_cli_workflow_writes_ranking_chart_and_ignore_file(tiny_yolo, tiny_data, tmp_path):
+    config = SensitivityConfig(weights=str(tiny_yolo), data=str(tiny_data),
+                               out=str(tmp_path / "sens"), mode="proxy", calib_images=8,
+                               batch=4, proxy_batches=1, workers=0, val_images=4)
+    run = run_sensitivity(config)
+    out = tmp_path / "sens"
+    assert {"sensitivity.json", "sensitivity.png", "ignore.txt"} <= {p.name for p in
+                                                                    out.iterdir()}
+    lines = (out / "ignore.txt").read_text().splitlines()
+    assert lines == [name.replace(".", r"\.") + r"\." for name, s in run.ranking[:3] if s > 0]
+    again = run_sensitivity(config)  # everything is already computed: same ranking
+    assert again.ranking == run.ranking
+
+
+def test_fragile_layer_ranks_first_by_map(demo_subset):
+    """mAP mode needs a model that detects something: the shipped demo model."""
+    from yoloq.builtin import demo_model
+    from yoloq.data import create_calibration_loader, create_val_loader, load_data_config
+    from yoloq.data.dataset import load_split
+    from yoloq.evaluate import evaluate
+
+    data = load_data_config(demo_subset)
+    model = demo_model().fuse()
+    quantize_yolo(model)
+    calibrate(model, create_calibration_loader(load_split(data, "train"), 16, 320, 8),
+              method="max", show_progress=False)
+    quantizer = model.model[4].conv.input_quantizer
+    quantizer.set_amax(quantizer.amax * 0.02)
+    loader = create_val_loader(load_split(data, "val"), 320, 16, 32)
+
+    def measure():
+        with torch.inference_mode():
+            return evaluate(lambda x: model(x)[0], loader, progress=False).map50_95
+
+    groups = dict(list(layer_quantizers(model).items())[:8])  # model.0 .. model.7
+    scores = score_layers(groups, measure, ResultsFile(demo_subset.parent / "s.json", {}),
+                          baseline=measure(), show_progress=False)
+    assert rank(scores)[0][0] == FRAGILE and scores[FRAGILE] > 0.05
