@@ -23,9 +23,32 @@ def load_benchmark_model(name: str) -> torch.nn.Module:
     return load_model(name).fuse().eval()
 
 
+def cpu_flags() -> list[str]:
+    """The CPU features that decide int8 speed (AVX-512, VNNI), from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx_vnni",
+                                            "amx_int8"})
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
     return {
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -13,8 +13,8 @@ from yoloq.ptq import PtqConfig, run_ptq
 
 # mAP of the shipped demo model on the first 64 val images (measured once; pins the
 # weights, the generator, the loaders and the evaluator together).
-GOLDEN_MAP50_95 = None
-GOLDEN_MAP50 = None
+GOLDEN_MAP50_95 = 0.40867248401513334
+GOLDEN_MAP50 = 0.5570175080966511
 
 
 def test_demo_model_ships_with_its_record():
@@ -48,7 +48,8 @@ def test_ptq_on_demo_subset_stays_within_one_point(demo_subset, tmp_path):
 
 def test_demo_runs_every_stage(demo_subset, tmp_path):
     settings = DemoSettings(out=str(tmp_path / "demo"), data=str(demo_subset), val_images=16,
-                            calib_images=16, bench_batches=(1,), workers=0)
+                            calib_images=16, bench_batches=(1,), workers=0,
+                            sensitivity_batches=1)
     report = run_demo(settings)
     labels = [(row.backend, row.precision, row.profile) for row in report.rows]
     assert labels == [("torch", "fp32", None), ("torch", "int8", "trt"),
@@ -57,6 +58,7 @@ def test_demo_runs_every_stage(demo_subset, tmp_path):
     assert all(row.map50_95 is not None for row in report.rows)
     files = {path.name for path in (tmp_path / "demo").iterdir()}
     assert {"ptq_trt.pt", "ptq_ort.pt", "ptq_trt.onnx", "ptq_ort.onnx", "float.onnx",
-            "report.json", "report.md", "report.png"} <= files
+            "report.json", "report.md", "report.png", "sensitivity.json",
+            "sensitivity.png"} <= files
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert len(saved["rows"]) == 6

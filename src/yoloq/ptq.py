@@ -49,6 +49,7 @@ class PtqConfig:
     seed: int = 0
     on_bad_data: str = "error"
     opset: int = 13
+    rules: bool = True  # trt profile: tie the scales TensorRT needs equal (Concat, MaxPool)
 
     def __post_init__(self):
         object.__setattr__(self, "ignore", tuple(self.ignore))
@@ -146,7 +147,7 @@ def quantize_and_calibrate(space: Workspace, config: PtqConfig, show: bool = Tru
 
     model = copy.deepcopy(space.float_model)
     model, summary, quant_config = quantize_yolo(model, config.profile, config.weight_bits,
-                                                 config.ignore)
+                                                 config.ignore, rules=config.rules)
     if show:
         console.print(f"{config.profile} profile: {len(summary.quantized)} modules quantized, "
                       f"{len(summary.ignored_paths)} kept float")

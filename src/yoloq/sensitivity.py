@@ -264,7 +264,8 @@ def run_sensitivity(config: SensitivityConfig) -> SensitivityRun:
 
     reference = _reference_maps(results, model, space, map_now, config)
     if config.mode == "proxy":
-        scores = _proxy_scores(model, space, groups, results, config)
+        scores = proxy_scores(model, space.calib_loader, groups, results, config.proxy_batches,
+                              config.device)
     else:
         baseline = reference["float" if config.inverse else "ptq"]
         scores = score_layers(groups, map_now, results, config.inverse, baseline)
@@ -302,21 +303,23 @@ def _reference_maps(results: ResultsFile, model, space, map_now, config) -> dict
     return reference
 
 
-def _proxy_scores(model, space, groups, results: ResultsFile, config) -> dict[str, float]:
+def proxy_scores(model: nn.Module, loader, groups, results: ResultsFile, batches: int = 4,
+                 device: str = "cpu", show_progress: bool = True) -> dict[str, float]:
+    """Proxy sensitivity of every layer on the first `batches` batches of `loader`."""
     from yoloq.quant import disable_quantization
 
-    batches = [batch.images.to(config.device) for _, batch in
-               zip(range(config.proxy_batches), space.calib_loader)]
+    images = [batch[0].to(device) for _, batch in zip(range(batches), loader)]
     with disable_quantization(model), torch.inference_mode():
-        references = [raw_outputs(model, images) for images in batches]
+        references = [raw_outputs(model, x) for x in images]
 
     def negative_error() -> float:
-        return -output_error(model, batches, references)
+        return -output_error(model, images, references)
 
     if "proxy_error" not in results.data["reference"]:
         results.record("proxy_error", -negative_error(), section="reference")
     baseline = -results.data["reference"]["proxy_error"]
-    return score_layers(groups, negative_error, results, baseline=baseline)
+    return score_layers(groups, negative_error, results, baseline=baseline,
+                        show_progress=show_progress)
 
 
 def _search_summary(search: SearchResult) -> dict:

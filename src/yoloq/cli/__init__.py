@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from yoloq import __version__
-from yoloq.cli import bench, data, demo, eval, export, predict, ptq, sensitivity
+from yoloq.cli import bench, data, demo, eval, export, lint, predict, ptq, qat, rules, sensitivity
 from yoloq.errors import YoloqError
 
 # Order shown in `yoloq --help`: the pipeline, top to bottom.
-COMMANDS = [data, ptq, sensitivity, export, eval, bench, predict, demo]
+COMMANDS = [data, ptq, sensitivity, qat, export, rules, lint, eval, bench, predict, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

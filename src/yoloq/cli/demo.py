@@ -18,6 +18,10 @@ def register(subparsers) -> None:
     parser.add_argument("--val-images", type=int, help="evaluate on the first N val images")
     parser.add_argument("--calib-images", type=int, default=256, help="calibration images")
     parser.add_argument("--workers", type=int, default=2, help="data loader processes")
+    parser.add_argument("--qat", action="store_true",
+                        help="end with a short QAT step on the trt model (into OUT/qat)")
+    parser.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs with --qat")
+    parser.add_argument("--qat-iters", type=int, default=20, help="QAT batches per epoch")
     parser.set_defaults(func=run)
 
 
@@ -25,5 +29,6 @@ def run(args) -> int:
     from yoloq.demo import DemoSettings, run_demo
 
     run_demo(DemoSettings(out=args.out, val_images=args.val_images,
-                          calib_images=args.calib_images, workers=args.workers))
+                          calib_images=args.calib_images, workers=args.workers,
+                          qat=args.qat, qat_epochs=args.qat_epochs, qat_iters=args.qat_iters))
     return 0

@@ -46,6 +46,9 @@ def register(subparsers) -> None:
     parser.add_argument("--ignore-file", help="file with one ignore regex per line")
     parser.add_argument("--weight-bits", type=int, choices=(7, 8),
                         help="ort profile: 7-bit weights for CPUs without VNNI (default 8)")
+    parser.add_argument("--no-rules", dest="rules", action="store_false", default=None,
+                        help="trt profile: do not tie the scales around Concat/MaxPool and "
+                        "leave residual adds unquantized (for comparison)")
     parser.add_argument("--val-images", type=int, help="evaluate on the first N val images")
     parser.add_argument("--device", help="cpu or cuda:0 (default cpu)")
     parser.add_argument("--workers", type=int, help="data loader processes (default 2)")
@@ -57,7 +60,8 @@ def register(subparsers) -> None:
 
 # Command-line options that map one to one onto PtqConfig fields.
 _FIELDS = ("weights", "data", "out", "profile", "method", "percentile", "calib_images", "batch",
-           "img", "weight_bits", "val_images", "device", "workers", "seed", "on_bad_data")
+           "img", "weight_bits", "val_images", "device", "workers", "seed", "on_bad_data",
+           "rules")
 
 
 def build_config(args):

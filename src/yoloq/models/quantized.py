@@ -5,6 +5,7 @@ The checkpoint is a plain dict that `torch.load(..., weights_only=True)` reads:
     {"format": "yoloq-quantized", "version": 1, "yaml": model dict, "names": [...],
      "img_size": int, "profile": "trt" | "ort", "quant_config": QuantConfig dict
      (ignores resolved to exact module paths), "disabled": [quantizer paths],
+     "residual_adds": bool, "ties": {follower quantizer path: leader path},
      "state_dict": {... every amax included}, ...extra fields}
 
 `load_quantized` rebuilds the same fused, quantized model from it.
@@ -14,15 +15,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from yoloq.errors import YoloqError
+from yoloq.graph import apply_ties, find_scale_groups, quantizer_ties, tie_quantizers
+from yoloq.models import common
 from yoloq.models.native import atomic_torch_save, read_native
 from yoloq.models.yolo import Model
 from yoloq.quant import (
     QuantConfig,
     QuantMode,
+    QuantModule,
     QuantSummary,
+    TensorQuantizer,
     iter_quantizers,
     profile_config,
     quantize,
@@ -38,22 +44,62 @@ def head_ignores(model: Model) -> list[str]:
     return [rf"model\.{model.head.i}\."]
 
 
+class QuantResidualAdd(common.Add, QuantModule):
+    """YOLOv5's residual `identity + branch` with Q/DQ on the identity input only.
+
+    TensorRT fuses the branch's last Conv (and its activation) with the Add when the
+    other input arrives quantized: the Conv then reads the identity in int8 and
+    writes the sum directly. A Q/DQ on the branch would end that fusion.
+    """
+
+    @classmethod
+    def from_float(cls, module, path, input_spec, weight_spec, output_spec=None):
+        module.__class__ = cls
+        name = f"{path}.input0_quantizer" if path else "input0_quantizer"
+        module.input0_quantizer = TensorQuantizer(input_spec, name)
+        return module
+
+    def forward(self, identity: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        return self.input0_quantizer(identity) + branch
+
+
+# Residual adds are quantized only with the TensorRT rules (the ort profile leaves them float).
+_RESIDUAL_ADDS = {common.Add: QuantResidualAdd}
+
+
 def quantize_yolo(
     model: Model,
     profile: str = "trt",
     weight_bits: int = 8,
     ignore: list[str] | tuple[str, ...] = (),
     keep_head_float: bool = True,
+    rules: bool = True,
 ) -> tuple[Model, QuantSummary, QuantConfig]:
     """Quantize a fused YOLO model in place for a deployment profile.
+
+    rules: for the trt profile, apply TensorRT's placement rules: Q/DQ on the
+        identity input of residual adds, and one scale for every group of
+        quantizers that TensorRT must fuse (Concat, MaxPool, shared tensors; see
+        `yoloq.graph`). The groups are tied before calibration. Other profiles
+        ignore it.
 
     Returns the model, the summary, and the config with its ignores resolved to
     exact module paths (what `save_quantized` records).
     """
     ignores = [*(head_ignores(model) if keep_head_float else []), *ignore]
     config = profile_config(profile, weight_bits, ignore=ignores)
-    model, summary = quantize(model, config)
+    trt_rules = rules and profile == "trt"
+    model, summary = quantize(model, config, _RESIDUAL_ADDS if trt_rules else None)
+    if trt_rules:
+        tie_quantizers(model, find_scale_groups(model, trace_input(model)))
     return model, summary, config.resolved(summary.ignored_paths)
+
+
+def trace_input(model: Model) -> torch.Tensor:
+    """A small input for recording the dataflow: twice the largest stride, at least 64 px."""
+    size = max(64, 2 * int(torch.as_tensor(model.stride).max()))
+    device = next(model.parameters()).device
+    return torch.zeros(1, model.yaml.get("ch", 3), size, size, device=device)
 
 
 def save_quantized(model: Model, path: str | Path, profile: str, config: QuantConfig,
@@ -64,6 +110,8 @@ def save_quantized(model: Model, path: str | Path, profile: str, config: QuantCo
         "format": QUANTIZED_FORMAT, "version": FORMAT_VERSION, "yaml": model.yaml,
         "names": list(model.names), "img_size": int(img_size), "profile": profile,
         "quant_config": config.to_dict(), "disabled": disabled,
+        "residual_adds": any(isinstance(m, QuantResidualAdd) for m in model.modules()),
+        "ties": quantizer_ties(model),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra,
     }
     return atomic_torch_save(payload, path)
@@ -83,7 +131,9 @@ def load_quantized(path: str | Path, payload: dict | None = None) -> nn.Module:
     if payload.get("version", 0) > FORMAT_VERSION:
         raise YoloqError(f"{path}: written by a newer yoloq (format {payload['version']})")
     model = Model(payload["yaml"]).fuse()
-    quantize(model, QuantConfig.from_dict(payload["quant_config"]))
+    quantize(model, QuantConfig.from_dict(payload["quant_config"]),
+             _RESIDUAL_ADDS if payload.get("residual_adds") else None)
+    apply_ties(model, payload.get("ties", {}))  # before loading: the state has every path
     model.load_state_dict(payload["state_dict"])
     quantizers = dict(iter_quantizers(model))
     for name in payload.get("disabled", []):
@@ -92,3 +142,20 @@ def load_quantized(path: str | Path, payload: dict | None = None) -> nn.Module:
     model.img_size = int(payload["img_size"])
     model.profile = payload["profile"]
     return model.float().eval()
+
+
+def placement_groups(weights: str | Path, ignore: list[str] | tuple[str, ...] = ()):
+    """The groups of quantizers tied for TensorRT in a model (list of `ScaleGroup`).
+
+    weights: a quantized checkpoint (its recorded ties), or anything `load_model`
+    reads (a float checkpoint, a YAML config, a shipped name): quantized here for
+    the trt profile with the rules, as `yoloq ptq` would.
+    """
+    from yoloq.graph import tied_groups
+    from yoloq.models.registry import load_model
+
+    if Path(weights).suffix in (".pt", ".pth") and is_quantized_checkpoint(weights):
+        return tied_groups(load_quantized(weights))
+    model = load_model(weights).fuse().float().eval()
+    quantize_yolo(model, "trt", ignore=ignore, rules=True)
+    return tied_groups(model)

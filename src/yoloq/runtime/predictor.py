@@ -49,6 +49,8 @@ def load_predictor(weights: str | Path, device: str = "cpu") -> Predictor:
         precision, profile = "int8", model.profile
     else:
         model = load_model(weights)
+        if hasattr(model, "fuse"):  # Conv+BN folded: the same outputs, faster
+            model = model.fuse()
         precision, profile = "fp32", None
     return torch_predictor(model, str(weights), device, precision, profile)
 

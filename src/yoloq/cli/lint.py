@@ -1,0 +1,56 @@
+"""`yoloq lint`: where TensorRT would insert reformat layers or miss a fusion in a Q/DQ
+ONNX model."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  yoloq lint runs/ptq/ptq_trt.onnx
+  yoloq lint model_qdq.onnx --strict     # exit status 1 if anything is found
+
+kinds: concat, maxpool (scales differ around them), shared-tensor (one tensor, several
+scales), conv-output-qdq (Q/DQ between a Conv and its activation or residual Add),
+float-op (a float op between int8 ops), weight-per-tensor (weights not per channel)."""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "lint",
+        help="find what breaks TensorRT's fusions in a Q/DQ ONNX",
+        description="Read any ONNX model with QuantizeLinear/DequantizeLinear nodes (yoloq's "
+        "or another tool's) and list each place where TensorRT would insert a reformat "
+        "layer or fail to fuse, then a count by kind.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL.onnx", help="ONNX model with Q/DQ")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when anything is found"
+    )
+    parser.add_argument("--json", action="store_true", help="print findings and counts as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    from yoloq.errors import YoloqError
+    from yoloq.graph.lint import lint_onnx
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise YoloqError(f"ONNX model not found: {path}")
+    try:
+        report = lint_onnx(path)
+    except Exception as error:  # onnx raises its own types for unreadable files
+        raise YoloqError(f"{path}: cannot read as ONNX ({error})") from None
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for finding in report.findings:
+            print(f"{finding.kind:18} {finding.message}")
+        counts = ", ".join(f"{kind} {count}" for kind, count in report.counts().items())
+        print(f"{len(report.findings)} found: {counts}")
+    return 1 if args.strict and not report.clean else 0
