@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import yaml
 
+from yoloq.configfile import YamlConfig
 from yoloq.console import console
 from yoloq.data import create_calibration_loader, create_val_loader, load_data_config, load_split
 from yoloq.errors import YoloqError
@@ -28,8 +29,10 @@ CONFIG_FILE = "config.yaml"
 
 
 @dataclass(frozen=True)
-class PtqConfig:
+class PtqConfig(YamlConfig):
     """Everything a PTQ run depends on; saved as `config.yaml` next to its outputs."""
+
+    settings_name = "PTQ"
 
     weights: str
     data: str
@@ -72,21 +75,6 @@ class PtqConfig:
         data = asdict(self)
         data["ignore"], data["bench_batches"] = list(self.ignore), list(self.bench_batches)
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PtqConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise YoloqError(f"unknown PTQ settings: {sorted(unknown)}")
-        return cls(**data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> PtqConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise YoloqError(f"config not found: {path}")
-        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / CONFIG_FILE

@@ -26,7 +26,7 @@ import copy
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, Sampler
 
+from yoloq.configfile import YamlConfig
 from yoloq.console import console, err_console
 from yoloq.errors import YoloqError
 from yoloq.ptq import PtqConfig, Workspace
@@ -71,8 +72,10 @@ def lr_at(schedule: tuple[tuple[int, float], ...], epoch: int) -> float:
 
 
 @dataclass(frozen=True)
-class QatConfig:
+class QatConfig(YamlConfig):
     """Everything a QAT run depends on; saved as `config.yaml` next to its outputs."""
+
+    settings_name = "QAT"
 
     weights: str
     data: str
@@ -137,20 +140,6 @@ class QatConfig:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "bench_batches": list(self.bench_batches)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> QatConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise YoloqError(f"unknown QAT settings: {sorted(unknown)}")
-        return cls(**data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> QatConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise YoloqError(f"config not found: {path}")
-        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
 
     def save(self, folder: Path) -> Path:
         from yoloq.report import write_text_atomic
