@@ -14,7 +14,14 @@ def pytest_addoption(parser):
 
 
 def _has_tensorrt() -> bool:
-    return torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
+    """A GPU, and a tensorrt module that imports (an installed but broken one skips too)."""
+    if not torch.cuda.is_available() or importlib.util.find_spec("tensorrt") is None:
+        return False
+    try:
+        importlib.import_module("tensorrt")
+    except Exception:  # a broken install (missing CUDA libraries) raises anything
+        return False
+    return True
 
 
 def pytest_collection_modifyitems(config, items):

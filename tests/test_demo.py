@@ -51,7 +51,9 @@ def test_demo_runs_every_stage(demo_subset, tmp_path):
                             calib_images=16, bench_batches=(1,), workers=0,
                             sensitivity_batches=1)
     report = run_demo(settings)
-    labels = [(row.backend, row.precision, row.profile) for row in report.rows]
+    # Where TensorRT and a GPU are present the demo adds engine rows after these.
+    rows = [row for row in report.rows if row.backend != "tensorrt"]
+    labels = [(row.backend, row.precision, row.profile) for row in rows]
     assert labels == [("torch", "fp32", None), ("torch", "int8", "trt"),
                       ("torch", "int8", "ort"), ("onnxruntime", "fp32", None),
                       ("onnxruntime", "int8", "trt"), ("onnxruntime", "int8", "ort")]
@@ -61,4 +63,4 @@ def test_demo_runs_every_stage(demo_subset, tmp_path):
             "report.json", "report.md", "report.png", "sensitivity.json",
             "sensitivity.png"} <= files
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert len(saved["rows"]) == 6
+    assert len(saved["rows"]) == len(report.rows)

@@ -3,7 +3,9 @@
 The demo model (YOLOv7-tiny at half width, trained on yoloq's synthetic dataset)
 is evaluated in float, quantized with histogram-MSE calibration for both
 deployment profiles (trt and ort), exported with Q/DQ, evaluated in ONNX Runtime
-next to the float export, and timed against it. Everything lands in --out.
+next to the float export, and timed against it; where TensorRT and a GPU are
+present, FP16 and INT8 engines are built, evaluated and timed too. Everything
+lands in --out.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def run_demo(settings: DemoSettings | None = None):
     _stage("float model")
     float_eval = evaluate_predictor(torch_predict(space.float_model), space)
     rows = [ReportRow("demo", "torch", None, "fp32", float_eval.map50_95, float_eval.map50, {})]
-    exports, onnx_evals, ptq_evals = {}, {}, {}
+    exports, onnx_evals, ptq_evals, models = {}, {}, {}, {}
     for name, config in configs.items():
         _stage(f"PTQ, {name} profile ({config.method} calibration)")
         model, _, quant_config, run = quantize_and_calibrate(space, config)
@@ -74,6 +76,7 @@ def run_demo(settings: DemoSettings | None = None):
         rows.append(ReportRow("demo", "torch", name, "int8", result.map50_95, result.map50, {}))
         save_checkpoint(model, out / f"ptq_{name}.pt", config, quant_config, space, run)
         exports[name], float_onnx = export_pair(model, space, config, out, f"ptq_{name}")
+        models[name] = model
         onnx_evals[name] = evaluate_onnx(exports[name], space)
     qat_rows = _qat(settings, out, float_eval, ptq_evals["trt"]) if settings.qat else []
     rows += qat_rows[:1]
@@ -89,6 +92,7 @@ def run_demo(settings: DemoSettings | None = None):
                               latency_for(latency, path)))
     for row in qat_rows[1:]:  # its ONNX, timed with the others
         rows.append(replace(row, latency_ms=latency_for(latency, out / "qat" / row.model)))
+    rows += _tensorrt(space, out, float_onnx, exports["trt"], models["trt"], configs["trt"])
     report = Report(rows=rows, config={"demo": settings.__dict__ | {
         "bench_batches": list(settings.bench_batches)}})
     report.save(out)
@@ -98,6 +102,23 @@ def run_demo(settings: DemoSettings | None = None):
     console.print(f"outputs in {out}: ptq_trt.pt, ptq_ort.pt, the ONNX files, report.json, "
                   "report.md, report.png, sensitivity.json, sensitivity.png")
     return report
+
+
+def _tensorrt(space, out: Path, float_onnx: Path, trt_onnx: Path, trt_model, config) -> list:
+    """Rows of an FP16 and an INT8 TensorRT engine where TensorRT and a GPU are here;
+    elsewhere one line saying why the step is skipped."""
+    from yoloq.engines import EngineJob, engine_rows, tensorrt_skip_reason
+
+    reason = tensorrt_skip_reason()
+    if reason is not None:
+        console.print(f"TensorRT step skipped: {reason}")
+        return []
+    from yoloq.runtime.tensorrt import load_tensorrt
+
+    jobs = [EngineJob("float", space.float_model, float_onnx, "fp16", None),
+            EngineJob(trt_onnx.stem, trt_model, trt_onnx, "int8", "trt")]
+    return engine_rows(load_tensorrt(), jobs, space, out, config.batch, config.bench_batches,
+                       config.opset)
 
 
 def _proxy_sensitivity(model, space, out: Path, batches: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ import yaml
 from yoloq.configfile import YamlConfig
 from yoloq.console import console
 from yoloq.data import create_calibration_loader, create_val_loader, load_data_config, load_split
+from yoloq.engines import EngineJob, check_tensorrt_run, engine_rows
 from yoloq.errors import YoloqError
 from yoloq.evaluate import EvalResult, evaluate
 from yoloq.quant import METHODS, PROFILES, CalibrationRun, calibrate
@@ -53,6 +54,7 @@ class PtqConfig(YamlConfig):
     on_bad_data: str = "error"
     opset: int = 13
     rules: bool = True  # trt profile: tie the scales TensorRT needs equal (Concat, MaxPool)
+    trt: bool = False  # also build, evaluate and time TensorRT engines (FP16 and INT8)
 
     def __post_init__(self):
         object.__setattr__(self, "ignore", tuple(self.ignore))
@@ -63,6 +65,9 @@ class PtqConfig(YamlConfig):
             raise YoloqError(f"unknown profile {self.profile!r}; use one of {PROFILES}")
         if self.profile == "trt" and self.weight_bits != 8:
             raise YoloqError("--weight-bits 7 is for the ort profile; TensorRT needs 8")
+        if self.trt and self.profile != "trt":
+            raise YoloqError(f"--trt builds TensorRT engines: use the trt profile, not "
+                             f"{self.profile}")
         if self.calib_images <= 0 or self.batch <= 0:
             raise YoloqError("--calib-images and --batch must be positive")
         for pattern in self.ignore:
@@ -167,12 +172,14 @@ class PtqResult:
     float_onnx_eval: EvalResult | None = None
     latency: object = None  # a yoloq.runtime.bench.BenchResult
     report: object = None
+    tensorrt_rows: list = field(default_factory=list)  # with --trt: FP16 and INT8 engines
 
 
 def run_ptq(config: PtqConfig, exist_ok: bool = False) -> PtqResult:
     """The whole PTQ workflow; writes config.yaml, ptq.pt, the ONNX files and the report."""
     out = Path(config.out)
     check_output_dir(out, exist_ok)
+    tensorrt = check_tensorrt_run(config.profile) if config.trt else None  # before long work
     space = prepare(config)
     model, summary, quant_config, run = quantize_and_calibrate(space, config)
     float_eval = evaluate_predictor(torch_predict(space.float_model), space, config.device)
@@ -187,6 +194,11 @@ def run_ptq(config: PtqConfig, exist_ok: bool = False) -> PtqResult:
     latency = bench_models([float_onnx, onnx_path], config.bench_batches, space.img_size)
     result = PtqResult(out, float_eval, ptq_eval, onnx_eval, run, checkpoint, onnx_path,
                        float_onnx, float_onnx_eval, latency)
+    if tensorrt is not None:
+        jobs = [EngineJob("float", space.float_model, float_onnx, "fp16", None),
+                EngineJob(onnx_path.stem, model, onnx_path, "int8", config.profile)]
+        result.tensorrt_rows = engine_rows(tensorrt, jobs, space, out, config.batch,
+                                           config.bench_batches, config.opset)
     result.report = write_report(result, config)
     return result
 
@@ -254,7 +266,7 @@ def write_report(result: PtqResult, config: PtqConfig):
         ReportRow(result.onnx.name, "onnxruntime", config.profile, "int8",
                   result.onnx_eval.map50_95, result.onnx_eval.map50, latency(result.onnx)),
     ]
-    report = Report(rows=rows, config=config.to_dict())
+    report = Report(rows=rows + list(result.tensorrt_rows), config=config.to_dict())
     report.save(result.out)
     return report
 

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from yoloq.configfile import YamlConfig
 from yoloq.console import console, err_console
+from yoloq.engines import EngineJob, check_tensorrt_run, engine_rows
 from yoloq.errors import YoloqError
 from yoloq.ptq import PtqConfig, Workspace
 
@@ -100,9 +101,13 @@ class QatConfig(YamlConfig):
     seed: int = 0
     on_bad_data: str = "error"
     opset: int = 13
+    trt: bool = False  # also build, evaluate and time TensorRT engines (FP16 and INT8)
 
     def __post_init__(self):
         object.__setattr__(self, "bench_batches", tuple(int(b) for b in self.bench_batches))
+        if self.trt and self.profile != "trt":
+            raise YoloqError(f"--trt builds TensorRT engines: use the trt profile, not "
+                             f"{self.profile}")
         if self.epochs <= 0 or self.iters <= 0 or self.batch <= 0:
             raise YoloqError("--epochs, --iters and --batch must be positive")
         if self.supervision_stride <= 0:
@@ -567,6 +572,8 @@ def _run(
         raise YoloqError(f"--resume {out}: no {LAST_FILE} to continue from")
     if not resume:
         check_output_dir(out, exist_ok)
+    if config.trt and context.main:
+        check_tensorrt_run(config.profile)  # before long work
     context.barrier()  # every process has checked before the first file is written
     space = prepare(config.ptq_config())
     if context.main and not resume:
@@ -716,14 +723,22 @@ def _finish(
     latency = None
     if config.bench_batches:
         latency = bench_models([float_onnx, onnx_path], config.bench_batches, space.img_size)
-    report = write_qat_report(config, state, source, evals, latency)
+    engines = []
+    if config.trt:
+        jobs = [EngineJob("float", space.float_model, float_onnx, "fp16", None),
+                EngineJob(onnx_path.stem, best, onnx_path, "int8", source.profile)]
+        engines = engine_rows(check_tensorrt_run(source.profile), jobs, space, out,
+                              config.batch, config.bench_batches or (1,), config.opset)
+    report = write_qat_report(config, state, source, evals, latency, engines)
     return QatResult(out, state, out / BEST_FILE, out / LAST_FILE, onnx_path, report)
 
 
 def write_qat_report(
-    config: QatConfig, state: QatState, source: _Source, evals: dict, latency
+    config: QatConfig, state: QatState, source: _Source, evals: dict, latency,
+    tensorrt_rows: list | None = None,
 ) -> object:
-    """report.json / report.md: float, PTQ and QAT in torch; float and QAT in ONNX Runtime."""
+    """report.json / report.md: float, PTQ and QAT in torch; float and QAT in ONNX Runtime;
+    with --trt the FP16 and INT8 engines."""
     from yoloq.ptq import latency_for
     from yoloq.report import Report, ReportRow
 
@@ -768,7 +783,7 @@ def write_qat_report(
             )
         )
     report = Report(
-        rows=rows,
+        rows=rows + list(tensorrt_rows or []),
         config={
             **config.to_dict(),
             "train_seconds": round(state.train_seconds, 1),

@@ -163,11 +163,13 @@ def batch_sizes(report: Report) -> list[str]:
 
 
 def reference_rows(report: Report) -> dict[str, ReportRow]:
-    """Per backend, the row others are compared with: its first fp32 row."""
+    """Per backend, the row others are compared with: its first fp32 row, else its first
+    fp16 row (TensorRT's float baseline is an FP16 engine)."""
     references: dict[str, ReportRow] = {}
-    for row in report.rows:
-        if row.precision == "fp32":
-            references.setdefault(row.backend, row)
+    for precision in ("fp32", "fp16"):
+        for row in report.rows:
+            if row.precision == precision:
+                references.setdefault(row.backend, row)
     return references
 
 
@@ -224,7 +226,8 @@ def report_markdown(report: Report) -> str:
         "# yoloq report",
         "",
         f"Created {report.created}. mAP in points (x100); drop: points lost against the "
-        "first fp32 row of the same backend; ms: median latency per batch size; x float: "
+        "first fp32 row of the same backend (fp16 for TensorRT); ms: median latency per "
+        "batch size; x float: "
         "latency ratio to that row.",
         "",
         "| " + " | ".join(headers) + " |",

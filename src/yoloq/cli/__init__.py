@@ -10,11 +10,24 @@ import argparse
 import sys
 
 from yoloq import __version__
-from yoloq.cli import bench, data, demo, eval, export, lint, predict, ptq, qat, rules, sensitivity
+from yoloq.cli import (
+    bench,
+    data,
+    demo,
+    eval,
+    export,
+    lint,
+    predict,
+    ptq,
+    qat,
+    rules,
+    sensitivity,
+    trt,
+)
 from yoloq.errors import YoloqError
 
 # Order shown in `yoloq --help`: the pipeline, top to bottom.
-COMMANDS = [data, ptq, sensitivity, qat, export, rules, lint, eval, bench, predict, demo]
+COMMANDS = [data, ptq, sensitivity, qat, export, rules, lint, eval, bench, trt, predict, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

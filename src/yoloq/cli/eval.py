@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--weights", required=True,
-        help="model: .pt (float or yoloq quantized), .onnx, architecture name, or 'demo'"
+        help="model: .pt (float or yoloq quantized), .onnx, a TensorRT .engine (from "
+        "`yoloq trt build`; runs on the GPU), architecture name, or 'demo'"
     )
     parser.add_argument("--data", required=True, help="data YAML")
     parser.add_argument("--split", default="val", help="split of the data YAML")

@@ -7,7 +7,13 @@ import argparse
 EPILOG = """examples:
   yoloq export --weights runs/ptq/ptq.pt --dynamic --out ptq.onnx
   yoloq export --weights demo --float --out demo_float.onnx
-  yoloq export --weights yolov7.pt --float --img 640"""
+  yoloq export --weights yolov7.pt --float --img 640
+  yoloq export --weights runs/ptq/ptq.pt --fp16 --dynamic --out ptq_fp16.onnx   # TensorRT 11
+  yoloq export --weights demo --float --fp16 --out demo_fp16.onnx               # FP16 baseline
+
+--fp16 writes the float parts in FP16 (everything outside Q/DQ; the whole model with
+--float), as TensorRT 11's strongly typed builds need: they take each layer's precision
+from the ONNX. Q/DQ models are then exported at opset 19 or newer (FP16 scales)."""
 
 
 def register(subparsers) -> None:
@@ -28,6 +34,10 @@ def register(subparsers) -> None:
                         help="dynamic batch, height and width (default: fixed, batch 1)")
     parser.add_argument("--opset", type=int, default=13, help="ONNX opset (>= 13)")
     parser.add_argument("--img", type=int, help="input size (default: the model's, else 640)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="float parts in FP16; input and output stay FP32")
+    parser.add_argument("--fp16-io", action="store_true",
+                        help="with --fp16: the input and output in FP16 too")
     parser.add_argument("--out", help="output .onnx (default: next to the weights)")
     parser.set_defaults(func=run)
 
@@ -39,9 +49,12 @@ def run(args) -> int:
     from yoloq.export import export_and_check
     from yoloq.runtime.predictor import load_predictor
 
+    if args.fp16_io and not args.fp16:
+        raise YoloqError("--fp16-io needs --fp16")
     predictor = load_predictor(args.weights)
     if predictor.model is None:
-        raise YoloqError(f"{args.weights}: already ONNX; export takes a torch checkpoint")
+        raise YoloqError(f"{args.weights}: already exported ({predictor.backend}); export "
+                         "takes a torch checkpoint")
     if predictor.precision == "int8" and args.float_model:
         raise YoloqError(f"{args.weights} is quantized; --float exports float models only")
     if predictor.precision == "fp32" and not args.float_model:
@@ -51,12 +64,20 @@ def run(args) -> int:
         raise YoloqError(f"{args.weights} was calibrated for the {predictor.profile} profile, "
                          f"not {args.profile}: Q/DQ placement differs between profiles, so "
                          f"rerun `yoloq ptq --profile {args.profile}`")
-    default = Path(args.weights).with_suffix(".onnx") if Path(args.weights).suffix else \
-        Path(f"{args.weights}.onnx")
-    out = Path(args.out) if args.out else default
+    out = Path(args.out) if args.out else default_output(args.weights, args.fp16)
     check = export_and_check(predictor, out, args.img or predictor.img_size, args.opset,
-                             args.dynamic)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); ONNX Runtime vs torch: "
+                             args.dynamic, fp16=args.fp16, fp16_io=args.fp16_io)
+    versus = "FP16 ONNX Runtime vs FP32 torch" if args.fp16 else "ONNX Runtime vs torch"
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); {versus}: "
           f"max |error| {check['max_abs_error']:.3g} ({check['max_error_steps']:.2f} "
-          f"output-score steps)")
+          f"output-score steps, {check['max_box_error_px']:.3g} px on boxes)")
     return 0
+
+
+def default_output(weights: str, fp16: bool):
+    """ptq.pt -> ptq.onnx (ptq_fp16.onnx with --fp16); demo -> demo.onnx."""
+    from pathlib import Path
+
+    path = Path(weights)
+    stem = path.with_suffix("") if path.suffix else path
+    return Path(f"{stem}{'_fp16' if fp16 else ''}.onnx")

@@ -12,10 +12,12 @@ EPILOG = """examples:
             --ignore 'model\\.105\\.' --out runs/yolov7_ptq
   yoloq ptq --weights demo --data demo --profile ort --weight-bits 7 --out runs/ptq_ort
   yoloq ptq --config runs/ptq_demo/config.yaml --out runs/ptq_again
+  yoloq ptq --weights yolov7.pt --data coco.yaml --device cuda --trt --out runs/yolov7_trt
 
 outputs (in --out): config.yaml (rerun with --config), ptq.pt (quantized checkpoint),
 ptq_<profile>.onnx (Q/DQ) and float.onnx, report.json and report.md (float vs PTQ, mAP and
-ONNX Runtime latency)."""
+ONNX Runtime latency); with --trt also float.engine and ptq_trt.engine (built from *_fp16.onnx
+on TensorRT 11), their layer JSON and profiles, and their rows in the report."""
 
 
 def register(subparsers) -> None:
@@ -55,13 +57,17 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, help="calibration sampling seed (default 0)")
     parser.add_argument("--on-bad-data", choices=("error", "skip"),
                         help="stop at a bad image/label file (default), or skip and count it")
+    parser.add_argument("--trt", action="store_true", default=None,
+                        help="also build TensorRT engines of the float model (FP16) and of "
+                        "the PTQ model (INT8), evaluate and time them (report rows: mAP, "
+                        "qps); needs the tensorrt extra and an NVIDIA GPU (use --device cuda)")
     parser.set_defaults(func=run)
 
 
 # Command-line options that map one to one onto PtqConfig fields.
 _FIELDS = ("weights", "data", "out", "profile", "method", "percentile", "calib_images", "batch",
            "img", "weight_bits", "val_images", "device", "workers", "seed", "on_bad_data",
-           "rules")
+           "rules", "trt")
 
 
 def build_config(args):

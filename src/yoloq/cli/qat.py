@@ -66,6 +66,10 @@ def register(subparsers) -> None:
     parser.add_argument("--device", help="cpu or cuda (default cpu; cuda:LOCAL_RANK in torchrun)")
     parser.add_argument("--workers", type=int, help="data loader processes (default 2)")
     parser.add_argument("--seed", type=int, help="data order and augmentation seed (default 0)")
+    parser.add_argument("--trt", action="store_true", default=None,
+                        help="also build TensorRT engines of the float model (FP16) and of the "
+                        "best QAT model (INT8), evaluate and time them (report rows: mAP, "
+                        "qps); needs the tensorrt extra and an NVIDIA GPU")
     parser.set_defaults(func=run)
 
 
@@ -90,6 +94,7 @@ _FIELDS = (
     "device",
     "workers",
     "seed",
+    "trt",
 )
 # What a resumed run may change: where and how fast it runs, not what it computes.
 _RESUME_FIELDS = ("device", "workers")

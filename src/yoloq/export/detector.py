@@ -10,6 +10,7 @@ import onnx
 import torch
 import torch.nn as nn
 
+from yoloq.export.fp16 import FP16_QDQ_OPSET, convert_to_fp16
 from yoloq.export.onnx import export_onnx
 
 
@@ -32,6 +33,8 @@ def export_detector(
     opset: int = 13,
     dynamic: bool = True,
     metadata: dict[str, str] | None = None,
+    fp16: bool = False,
+    fp16_io: bool = False,
 ) -> Path:
     """Export a YOLO detector: input `images` [batch, 3, H, W] (0..1, RGB), output
     `output` [batch, anchors, 5 + nc] as the official export with the grid.
@@ -41,6 +44,10 @@ def export_detector(
 
     `metadata` (e.g. names, img_size, profile) is stored in the model's
     metadata_props, so that the .onnx alone says how to run it.
+
+    `fp16`: the float parts in FP16 (see `yoloq.export.fp16`), for TensorRT's strongly
+    typed builds; a model with Q/DQ is then exported at opset 19 or newer, the first
+    with FP16 scales. The input and output stay FP32 unless `fp16_io`.
     """
     height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
     device = next(model.parameters()).device
@@ -48,12 +55,24 @@ def export_detector(
     axes = {"images": {0: "batch", 2: "height", 3: "width"},
             "output": {0: "batch", 1: "anchors"}} if dynamic else None
     wrapper = _FirstOutput(model).train(model.training)  # export restores this mode after
+    if fp16 and has_quantizers(model):
+        opset = max(opset, FP16_QDQ_OPSET)
     path = export_onnx(wrapper, path, example, opset, dynamic_batch=False, dynamic_axes=axes)
-    if metadata:
+    if metadata or fp16:
         proto = onnx.load(str(path))
-        onnx.helper.set_model_props(proto, {k: str(v) for k, v in metadata.items()})
+        if fp16:
+            proto, _ = convert_to_fp16(proto, keep_io_types=not fp16_io)
+        props = {**(metadata or {}), **({"float_type": "fp16"} if fp16 else {})}
+        onnx.helper.set_model_props(proto, {k: str(v) for k, v in props.items()})
         onnx.save(proto, str(path))
     return path
+
+
+def has_quantizers(model: nn.Module) -> bool:
+    """Whether `model` exports Q/DQ nodes (some quantizer is quantizing)."""
+    from yoloq.quant.quantizer import QuantMode, iter_quantizers
+
+    return any(q.mode == QuantMode.QUANTIZING for _, q in iter_quantizers(model))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -70,17 +89,22 @@ def detector_metadata(names, img_size: int, stride: int, precision: str,
 
 
 def export_and_check(predictor, out: str | Path, img_size: int, opset: int = 13,
-                     dynamic: bool = True) -> dict:
+                     dynamic: bool = True, fp16: bool = False, fp16_io: bool = False) -> dict:
     """Export a Predictor's torch model and compare ONNX Runtime's output with torch's.
 
-    Returns the max absolute error over the output and that error in steps of the
-    score grid (1/127), over a batch of smooth random images.
+    Returns the max absolute error over the output, that error on the scores in steps
+    of the score grid (1/127), and on the boxes in pixels, over a batch of smooth
+    random images. With `fp16` the float parts are exported in FP16 and compared with
+    the FP32 torch model (ONNX Runtime's CPU runs FP16 nodes it has no kernel for in
+    FP32, so the error is FP16's rounding of weights and activations).
     """
     from yoloq.runtime import OrtModel
 
-    metadata = detector_metadata(predictor.names, img_size, predictor.stride,
-                                 predictor.precision, predictor.profile)
-    path = export_detector(predictor.model, out, img_size, opset, dynamic, metadata)
+    precision = "fp16" if fp16 and predictor.precision == "fp32" else predictor.precision
+    metadata = detector_metadata(predictor.names, img_size, predictor.stride, precision,
+                                 predictor.profile)
+    path = export_detector(predictor.model, out, img_size, opset, dynamic, metadata, fp16,
+                           fp16_io)
     generator = torch.Generator().manual_seed(0)
     low = torch.rand(2 if dynamic else 1, 3, img_size // 8, img_size // 8,
                      generator=generator)
@@ -89,4 +113,5 @@ def export_and_check(predictor, out: str | Path, img_size: int, opset: int = 13,
     actual = OrtModel(path, providers=["CPUExecutionProvider"])(images)
     scores_error = (actual[..., 4:] - expected[..., 4:]).abs().max().item()
     return {"path": str(path), "max_abs_error": (actual - expected).abs().max().item(),
-            "max_error_steps": scores_error * 127}
+            "max_error_steps": scores_error * 127,
+            "max_box_error_px": (actual[..., :4] - expected[..., :4]).abs().max().item()}

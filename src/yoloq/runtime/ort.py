@@ -42,6 +42,9 @@ class OrtModel:
         self.session = ort.InferenceSession(str(path), options,
                                             providers=providers or default_providers())
         self.input_name = self.session.get_inputs()[0].name
+        # FP16 exports with --fp16-io take half-precision images.
+        half = self.session.get_inputs()[0].type == "tensor(float16)"
+        self.input_dtype = np.float16 if half else np.float32
         self.output_names = [output.name for output in self.session.get_outputs()]
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
@@ -49,5 +52,5 @@ class OrtModel:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(images)})
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        array = images.detach().cpu().numpy().astype(np.float32, copy=False)
-        return torch.from_numpy(self.run(array)[0])
+        array = images.detach().cpu().numpy().astype(self.input_dtype, copy=False)
+        return torch.from_numpy(self.run(array)[0]).float()

@@ -1,5 +1,6 @@
 """One way to run any model yoloq handles: float or quantized torch checkpoints,
-shipped architectures, the demo model, and ONNX files in ONNX Runtime.
+shipped architectures, the demo model, ONNX files in ONNX Runtime, and TensorRT
+engines (.engine / .plan, built by `yoloq trt build`).
 
 A Predictor takes a float [B, 3, H, W] batch (RGB, 0..1) and returns raw
 predictions [B, anchors, 5 + nc] (xywh in input pixels, sigmoid scores), which is
@@ -18,6 +19,7 @@ import torch
 from yoloq.errors import YoloqError
 
 DEFAULT_IMG_SIZE = 640
+ENGINE_SUFFIXES = (".engine", ".plan")
 
 
 @dataclass
@@ -27,8 +29,8 @@ class Predictor:
     img_size: int
     stride: int
     description: str
-    backend: str  # "torch" | "onnxruntime"
-    precision: str  # "fp32" | "int8"
+    backend: str  # "torch" | "onnxruntime" | "tensorrt"
+    precision: str  # "fp32" | "fp16" | "int8"
     profile: str | None = None
     model: torch.nn.Module | None = None  # the torch model, when there is one
 
@@ -37,10 +39,13 @@ class Predictor:
 
 
 def load_predictor(weights: str | Path, device: str = "cpu") -> Predictor:
-    """A Predictor for `weights`: a .onnx file, a yoloq quantized checkpoint (ptq.pt,
-    qat.pt), or anything `yoloq.models.load_model` reads (demo, names, YAML, .pt)."""
+    """A Predictor for `weights`: a .onnx file, a TensorRT engine (.engine, .plan; on the
+    GPU whatever `device` says), a yoloq quantized checkpoint (ptq.pt, qat.pt), or
+    anything `yoloq.models.load_model` reads (demo, names, YAML, .pt)."""
     if str(weights).endswith(".onnx"):
         return _onnx_predictor(Path(weights), device)
+    if Path(weights).suffix in ENGINE_SUFFIXES:
+        return _engine_predictor(Path(weights), device)
     from yoloq.models import load_model
     from yoloq.models.quantized import is_quantized_checkpoint, load_quantized
 
@@ -83,3 +88,19 @@ def _onnx_predictor(path: Path, device: str) -> Predictor:
     return Predictor(model, json.loads(meta["names"]), int(meta.get("img_size", 640)),
                      int(meta.get("stride", 32)), str(path), "onnxruntime",
                      meta.get("precision", "int8" if profile else "fp32"), profile)
+
+
+def _engine_predictor(path: Path, device: str) -> Predictor:
+    from yoloq.runtime.tensorrt.engine import EngineRunner, read_engine_metadata, run_in_profile
+
+    if not path.is_file():
+        raise YoloqError(f"TensorRT engine not found: {path}")
+    meta = read_engine_metadata(path)
+    runner = EngineRunner(path, device if device.startswith("cuda") else "cuda")
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return run_in_profile(runner, images, runner.shapes)
+
+    return Predictor(run, list(meta["names"]), int(meta.get("img_size") or DEFAULT_IMG_SIZE),
+                     int(meta.get("stride") or 32), str(path), "tensorrt",
+                     meta.get("precision", "fp32"), meta.get("profile"))
