@@ -9,6 +9,7 @@ from yoloq.quant import QuantMode, calibrate
 from yoloq.sensitivity import (
     ResultsFile,
     SensitivityConfig,
+    detection_error,
     layer_quantizers,
     output_error,
     rank,
@@ -37,7 +38,7 @@ def quantized(tiny_yolo):
 
 def proxy_measure(float_model, model, images):
     with torch.inference_mode():
-        reference = [raw_outputs(float_model, images)]
+        reference = [raw_outputs(float_model, images)[0]]
     return lambda: -output_error(model, [images], reference)
 
 
@@ -49,6 +50,21 @@ def test_fragile_layer_ranks_first_by_proxy(quantized, tmp_path):
                           baseline=measure(), show_progress=False)
     assert rank(scores)[0][0] == FRAGILE
     assert len(scores) == len(groups) > 40
+
+
+def test_detection_error_ignores_boxes_and_classes_where_nothing_is_detected():
+    teacher = torch.full((1, 1, 2, 1, 7), -3.0)  # two anchors: x y w h obj cls0 cls1
+    teacher[..., 0, 0, 4] = 8.0  # anchor 0 sees an object, anchor 1 (obj -12) does not
+    teacher[..., 1, 0, 4] = -12.0
+    shifted_at_object, shifted_at_background = teacher.clone(), teacher.clone()
+    shifted_at_object[..., 0, 0, 5] += 2.0
+    shifted_at_background[..., 1, 0, 5] += 2.0
+    at_object = detection_error(shifted_at_object, teacher).item()
+    at_background = detection_error(shifted_at_background, teacher).item()
+    assert at_object > 0.01 and at_background < 1e-5 * at_object
+    teacher_objectness_moved = teacher.clone()
+    teacher_objectness_moved[..., 1, 0, 4] = 0.0  # objectness counts everywhere
+    assert detection_error(teacher_objectness_moved, teacher).item() > 0.2
 
 
 def test_interrupted_run_resumes_without_recomputing(quantized, tmp_path):
