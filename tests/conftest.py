@@ -79,3 +79,18 @@ def demo_subset(tmp_path_factory):
     settings = {**DEMO_DATA, "train_images": 32, "val_images": 64}
     return generate_dataset(tmp_path_factory.mktemp("demo_subset"), workers=1, progress=False,
                             **settings)
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch):
+    """This process as on a machine without the tensorrt package (even where it has one)."""
+    from yoloq.runtime.tensorrt import api
+
+    real_import = importlib.import_module
+
+    def import_module(name, *args):
+        if name == "tensorrt":
+            raise ModuleNotFoundError("No module named 'tensorrt'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(api.importlib, "import_module", import_module)

@@ -2,7 +2,6 @@
 and the report rows (FP16 engine vs INT8 engine) from the engine plumbing, measured by
 stand-ins here (the real engines carry the tensorrt marker)."""
 
-import importlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,21 +14,8 @@ from yoloq.errors import YoloqError
 from yoloq.ptq import PtqConfig
 from yoloq.qat import QatConfig
 from yoloq.report import Report, table_cells
-from yoloq.runtime.tensorrt import api as trt_api
 from yoloq.runtime.tensorrt.api import describe
 from yoloq.runtime.tensorrt.bench import EngineBench
-
-
-@pytest.fixture
-def no_tensorrt(monkeypatch):
-    real_import = importlib.import_module
-
-    def import_module(name, *args):
-        if name == "tensorrt":
-            raise ModuleNotFoundError("No module named 'tensorrt'")
-        return real_import(name, *args)
-
-    monkeypatch.setattr(trt_api.importlib, "import_module", import_module)
 
 
 @pytest.mark.parametrize("command", ["ptq", "qat"])

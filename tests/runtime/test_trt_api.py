@@ -1,6 +1,5 @@
 """Which TensorRT is here and what it asks of a build; the clear error where there is none."""
 
-import importlib
 
 import pytest
 import torch
@@ -10,19 +9,6 @@ from yoloq.cli import main
 from yoloq.runtime.tensorrt import api
 from yoloq.runtime.tensorrt.api import TensorRTUnavailable, describe, load_tensorrt, parse_version
 from yoloq.runtime.tensorrt.build import network_flags
-
-
-@pytest.fixture
-def no_tensorrt(monkeypatch):
-    """This process as on a machine without the tensorrt package (even where it has one)."""
-    real_import = importlib.import_module
-
-    def import_module(name, *args):
-        if name == "tensorrt":
-            raise ModuleNotFoundError("No module named 'tensorrt'")
-        return real_import(name, *args)
-
-    monkeypatch.setattr(api.importlib, "import_module", import_module)
 
 
 def test_versions_parse_and_choose_the_typing():
