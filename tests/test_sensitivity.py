@@ -122,6 +122,42 @@ def test_search_stops_at_target_and_keeps_only_improving_layers(quantized):
     assert groups[names[0]][0].mode == QuantMode.DISABLED
 
 
+def test_interrupted_search_resumes_from_its_saved_steps(quantized):
+    _, model, _ = quantized
+    groups = dict(list(layer_quantizers(model).items())[:6])
+    names = list(groups)
+    effect = {names[0]: 0.01, names[2]: 0.02, names[4]: 0.03}
+    calls = []
+
+    def measure():
+        calls.append(1)
+        off = {n for n, qs in groups.items() if qs[0].mode == QuantMode.DISABLED}
+        return 0.40 + sum(effect.get(n, 0.0) for n in off)
+
+    def search(**kwargs):
+        for quantizers in groups.values():
+            quantizers[0].mode = QuantMode.QUANTIZING
+        return search_fallback(groups, names, measure, float_map=0.45, target_drop=0.0,
+                               start_map=0.40, show_progress=False, **kwargs)
+
+    uninterrupted = search()
+    saved = []
+
+    def stop_after_three(history):
+        saved[:] = [dict(step) for step in history]
+        if len(history) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(on_step=stop_after_three)
+    calls.clear()
+    resumed = search(done_steps=saved)
+    assert len(calls) == len(uninterrupted.history) - 3  # the saved steps are not measured
+    assert resumed.fallback == uninterrupted.fallback == [names[0], names[2], names[4]]
+    assert resumed.history == uninterrupted.history
+    assert resumed.final_map == pytest.approx(uninterrupted.final_map)
+
+
 def test_cli_workflow_writes_ranking_chart_and_ignore_file(tiny_yolo, tiny_data, tmp_path):
     config = SensitivityConfig(weights=str(tiny_yolo), data=str(tiny_data),
                                out=str(tmp_path / "sens"), mode="proxy", calib_images=8,

@@ -193,13 +193,19 @@ class SearchResult:
 def search_fallback(groups: dict[str, list[TensorQuantizer]], ranking: list[str],
                     measure: Callable[[], float], float_map: float, target_drop: float,
                     max_layers: int = 10, start_map: float | None = None,
-                    show_progress: bool = True) -> SearchResult:
+                    show_progress: bool = True, done_steps: Iterable[dict] = (),
+                    on_step: Callable[[list[dict]], None] | None = None) -> SearchResult:
     """Fall back layers to float in `ranking` order until the mAP drop is <= target_drop.
 
     Each candidate is kept float only if the measured mAP improves; otherwise it is
     quantized again. Stops as soon as the target is met, after `max_layers` fallbacks,
     or when the ranking is exhausted. The fallbacks stay disabled on return.
+
+    `done_steps` (the history of an interrupted search over the same ranking) are
+    replayed without measuring; `on_step(history)` is called after every new step, so
+    the caller can save it.
     """
+    recorded = {step["layer"]: step["map50_95"] for step in done_steps}
     current = measure() if start_map is None else start_map
     result = SearchResult([], current, current, float_map)
     for layer in progress(ranking, "mixed-precision search", enabled=show_progress):
@@ -208,7 +214,7 @@ def search_fallback(groups: dict[str, list[TensorQuantizer]], ranking: list[str]
         saved = [(q, q.mode) for q in groups[layer]]
         for quantizer, _ in saved:
             quantizer.mode = QuantMode.DISABLED
-        value = measure()
+        value = recorded[layer] if layer in recorded else measure()
         kept = value > current
         result.history.append({"layer": layer, "map50_95": value, "kept_float": kept})
         if kept:
@@ -217,6 +223,8 @@ def search_fallback(groups: dict[str, list[TensorQuantizer]], ranking: list[str]
         else:
             for quantizer, mode in saved:
                 quantizer.mode = mode
+        if on_step is not None and layer not in recorded:
+            on_step(result.history)
     result.final_map = current
     return result
 
@@ -296,9 +304,11 @@ def run_sensitivity(config: SensitivityConfig) -> SensitivityRun:
         scores = score_layers(groups, map_now, results, config.inverse, baseline)
     run = SensitivityRun(rank(scores), results.path)
     if config.target_drop is not None:
-        run.search = search_fallback(groups, [name for name, _ in run.ranking], map_now,
-                                     reference["float"], config.target_drop / 100,
-                                     config.max_layers, start_map=reference["ptq"])
+        run.search = search_fallback(
+            groups, [name for name, _ in run.ranking], map_now, reference["float"],
+            config.target_drop / 100, config.max_layers, start_map=reference["ptq"],
+            done_steps=reference.get("search_steps", ()),
+            on_step=lambda history: results.record("search_steps", history, "reference"))
         results.record("search", _search_summary(run.search), section="reference")
         run.latency = _fallback_latency(model, run.search, space, ptq_config, out)
     _write_outputs(run, config, out, groups)
