@@ -59,18 +59,32 @@ def main() -> None:
             collects.append(collect)
             computes.append(compute)
         forward = min(floats)
-        row = {"method": method, "float_forward_s": forward, "collect_s": min(collects),
-               "compute_amax_s": min(computes),
-               "collect_ratio": min(collects) / forward,
-               "total_ratio": (min(collects) + min(computes)) / forward}
+        row = {
+            "method": method,
+            "float_forward_s": forward,
+            "collect_s": min(collects),
+            "compute_amax_s": min(computes),
+            "collect_ratio": min(collects) / forward,
+            "total_ratio": (min(collects) + min(computes)) / forward,
+        }
         rows.append(row)
-        print(f"{method:>10}: float {forward:.2f} s, collect {row['collect_s']:.2f} s "
-              f"({row['collect_ratio']:.2f}x), amax {row['compute_amax_s']:.2f} s, "
-              f"total {row['total_ratio']:.2f}x")
-    path = write_json(f"calibration_cost_{args.model}.json", {
-        "benchmark": "calibration_cost", "model": args.model, "img": args.img,
-        "batch": args.batch, "batches": args.batches, "machine": machine(), "rows": rows,
-    })
+        print(
+            f"{method:>10}: float {forward:.2f} s, collect {row['collect_s']:.2f} s "
+            f"({row['collect_ratio']:.2f}x), amax {row['compute_amax_s']:.2f} s, "
+            f"total {row['total_ratio']:.2f}x"
+        )
+    path = write_json(
+        f"calibration_cost_{args.model}.json",
+        {
+            "benchmark": "calibration_cost",
+            "model": args.model,
+            "img": args.img,
+            "batch": args.batch,
+            "batches": args.batches,
+            "machine": machine(),
+            "rows": rows,
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -13,9 +13,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-from _common import load_benchmark_model, machine, write_json
+from _common import calibration_images, machine, random_detector, write_json
+from _peers_tools import ort_quantize_static
 
 from yoloq.export import export_detector
 from yoloq.models.quantized import quantize_yolo
@@ -23,55 +22,38 @@ from yoloq.quant import calibrate
 from yoloq.runtime.bench import benchmark_onnx
 
 
-def calibration_images(count: int, size: int, seed: int = 0) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    low = torch.rand(count, 3, size // 16, size // 16, generator=generator)
-    return list(nn.functional.interpolate(low, size=(size, size), mode="bilinear").split(2))
-
-
-def quantize_static_export(float_onnx: Path, out: Path, images: list[torch.Tensor]) -> Path:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"images": x[:1].numpy()} for x in images])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    quantize_static(str(float_onnx), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    return out
-
-
 def bench_model(name: str, args, folder: Path) -> dict:
-    model = load_benchmark_model(name) if name != "demo" else _demo()
+    model = random_detector(name) if name != "demo" else _demo()
     images = calibration_images(args.calib_images, args.img)
     float_onnx = export_detector(model, folder / f"{name}_float.onnx", args.img, dynamic=True)
     quantize_yolo(model, "ort", weight_bits=7)
     calibrate(model, images, method="max", show_progress=False)
-    yoloq_onnx = export_detector(model, folder / f"{name}_yoloq_ort.onnx", args.img,
-                                 dynamic=True)
-    static_onnx = quantize_static_export(float_onnx, folder / f"{name}_quantize_static.onnx",
-                                         images)
+    yoloq_onnx = export_detector(model, folder / f"{name}_yoloq_ort.onnx", args.img, dynamic=True)
+    static_onnx = ort_quantize_static(
+        float_onnx, folder / f"{name}_quantize_static.onnx", [x[:1] for x in images]
+    )
     paths = [float_onnx, yoloq_onnx, static_onnx]
-    result = benchmark_onnx(paths, batch_sizes=args.batches, warmup=args.warmup,
-                            iters=args.iters, img_size=args.img)
+    result = benchmark_onnx(
+        paths, batch_sizes=args.batches, warmup=args.warmup, iters=args.iters, img_size=args.img
+    )
     rows = {}
     for label, path in zip(("float", "yoloq_ort", "quantize_static"), paths):
-        rows[label] = {str(b): {"median_ms": result.get(path, b).median_ms,
-                                "ratio_to_float": result.get(path, b).ratio}
-                       for b in args.batches}
+        rows[label] = {
+            str(b): {
+                "median_ms": result.get(path, b).median_ms,
+                "ratio_to_float": result.get(path, b).ratio,
+            }
+            for b in args.batches
+        }
     for batch in args.batches:
-        print(f"{name} b{batch}: " + ", ".join(
-            f"{label} {rows[label][str(batch)]['median_ms']:.1f} ms "
-            f"({rows[label][str(batch)]['ratio_to_float']:.2f}x)" for label in rows))
+        print(
+            f"{name} b{batch}: "
+            + ", ".join(
+                f"{label} {rows[label][str(batch)]['median_ms']:.1f} ms "
+                f"({rows[label][str(batch)]['ratio_to_float']:.2f}x)"
+                for label in rows
+            )
+        )
     return rows
 
 
@@ -95,9 +77,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="yoloq-ort-speed-") as folder:
         for name in args.models.split(","):
             results[name] = bench_model(name, args, Path(folder))
-    path = write_json("ort_speed.json", {"benchmark": "ort_speed", "img": args.img,
-                                         "iters": args.iters, "models": results,
-                                         "machine": machine()})
+    path = write_json(
+        "ort_speed.json",
+        {
+            "benchmark": "ort_speed",
+            "img": args.img,
+            "iters": args.iters,
+            "models": results,
+            "machine": machine(),
+        },
+    )
     print(f"wrote {path}")
 
 

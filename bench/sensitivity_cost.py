@@ -25,9 +25,16 @@ def spearman(first: list[str], second: list[str]) -> float:
 
 
 def timed_run(mode: str, args, out: str):
-    config = SensitivityConfig(weights=args.weights, data=args.data, out=out, mode=mode,
-                               val_images=args.val_images, calib_images=args.calib_images,
-                               proxy_batches=args.proxy_batches, workers=args.workers)
+    config = SensitivityConfig(
+        weights=args.weights,
+        data=args.data,
+        out=out,
+        mode=mode,
+        val_images=args.val_images,
+        calib_images=args.calib_images,
+        proxy_batches=args.proxy_batches,
+        workers=args.workers,
+    )
     started = time.perf_counter()
     run = run_sensitivity(config)
     return run, time.perf_counter() - started
@@ -54,16 +61,28 @@ def main() -> None:
     rho = spearman(proxy_order, map_order)
     top = 10
     overlap = len(set(proxy_order[:top]) & set(map_order[:top]))
-    print(f"proxy {proxy_seconds:.0f} s, map {map_seconds:.0f} s "
-          f"({map_seconds / proxy_seconds:.1f}x); Spearman rho {rho:.3f}; "
-          f"top-{top} overlap {overlap}")
-    path = write_json("sensitivity_cost.json", {
-        "benchmark": "sensitivity_cost", "weights": args.weights, "data": args.data,
-        "val_images": args.val_images, "layers": len(map_order),
-        "proxy_seconds": proxy_seconds, "map_seconds": map_seconds, "spearman": rho,
-        f"top{top}_overlap": overlap, "proxy_top": proxy.ranking[:top],
-        "map_top": by_map.ranking[:top], "machine": machine(),
-    })
+    print(
+        f"proxy {proxy_seconds:.0f} s, map {map_seconds:.0f} s "
+        f"({map_seconds / proxy_seconds:.1f}x); Spearman rho {rho:.3f}; "
+        f"top-{top} overlap {overlap}"
+    )
+    path = write_json(
+        "sensitivity_cost.json",
+        {
+            "benchmark": "sensitivity_cost",
+            "weights": args.weights,
+            "data": args.data,
+            "val_images": args.val_images,
+            "layers": len(map_order),
+            "proxy_seconds": proxy_seconds,
+            "map_seconds": map_seconds,
+            "spearman": rho,
+            f"top{top}_overlap": overlap,
+            "proxy_top": proxy.ranking[:top],
+            "map_top": by_map.ranking[:top],
+            "machine": machine(),
+        },
+    )
     print(f"wrote {path}")
 
 

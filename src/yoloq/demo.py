@@ -111,7 +111,7 @@ def _tensorrt(space, out: Path, float_onnx: Path, trt_onnx: Path, trt_model, con
 
     reason = tensorrt_skip_reason()
     if reason is not None:
-        console.print(f"TensorRT step skipped: {reason}")
+        console.print(f"TensorRT step skipped: {reason}", markup=False)
         return []
     from yoloq.runtime.tensorrt import load_tensorrt
 

@@ -1,0 +1,130 @@
+"""The quantization tools yoloq is compared with, each from a float model to an INT8 ONNX.
+
+Every function takes the same calibration batches (float [B, 3, H, W] tensors, 0..1)
+and writes a QDQ ONNX that yoloq's evaluator and `benchmark_onnx` run as they are.
+The peers are optional: a missing package raises ImportError, which the caller reports.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+
+
+def decode_nodes(float_onnx: str | Path) -> list[str]:
+    """The detector's box decode: every node of the layer that writes the output, but its
+    convolutions. No tool should quantize it (pixel coordinates and 0..1 scores share one
+    tensor there), so each peer is told to leave it float, as its documentation advises
+    for post-processing."""
+    return [node.name for node in _detect_layer(float_onnx) if node.op_type != "Conv"]
+
+
+def head_convs(float_onnx: str | Path) -> list[str]:
+    """The detection head's convolutions (one per output level), which yoloq keeps float."""
+    return [node.name for node in _detect_layer(float_onnx) if node.op_type == "Conv"]
+
+
+def _detect_layer(float_onnx: str | Path) -> list:
+    """The nodes of the layer that writes the first output (`/model/model.77/...`)."""
+    graph = onnx.load(str(float_onnx), load_external_data=False).graph
+    last = next(node for node in graph.node if graph.output[0].name in node.output)
+    prefix = last.name.rpartition("/")[0] + "/"
+    return [node for node in graph.node if node.name.startswith(prefix)]
+
+
+def ort_quantize_static(
+    float_onnx: Path,
+    out: Path,
+    batches: Iterable[torch.Tensor],
+    method: str = "MinMax",
+    exclude: list[str] | None = None,
+) -> Path:
+    """ONNX Runtime's `quantize_static`: QDQ, per-channel int8 weights, uint8 activations,
+    reduce_range (7-bit weights), the given calibration method.
+
+    Every calibrator holds the activations of all batches in memory: give it few.
+    (`CalibMaxIntermediateOutputs` would bound that, but ONNX Runtime 1.31 drops each
+    full chunk without computing its ranges.)"""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = ({"images": _numpy(x)} for x in batches)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(
+        str(float_onnx),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude or [],
+        calibrate_method=getattr(CalibrationMethod, method),
+    )
+    return out
+
+
+def modelopt_export(
+    model: nn.Module, out: Path, batches: list[torch.Tensor], img_size: int
+) -> Path:
+    """NVIDIA Model Optimizer: `mtq.quantize(model, INT8_DEFAULT_CFG, forward_loop)` on a
+    copy of the (fused) float model, exported with the legacy TorchScript exporter."""
+    import modelopt.torch.quantization as mtq
+
+    from yoloq.export import export_detector
+
+    model = copy.deepcopy(model).eval()
+
+    def forward_loop(m: nn.Module) -> None:
+        with torch.no_grad():
+            for images in batches:
+                m(images)
+
+    mtq.quantize(model, mtq.INT8_DEFAULT_CFG, forward_loop)
+    return export_detector(model, out, img_size)
+
+
+def nncf_quantize(
+    float_onnx: Path,
+    out: Path,
+    batches: Iterable[torch.Tensor],
+    images: int,
+    exclude: list[str] | None = None,
+) -> Path:
+    """Intel NNCF's `nncf.quantize` on the float ONNX with its defaults (performance
+    preset: symmetric int8; fast bias correction), one image per calibration item as
+    NNCF advises."""
+    import nncf
+
+    nncf.set_log_level(logging.WARNING)  # it logs every node it leaves alone
+
+    singles = [_numpy(x[i : i + 1]) for x in batches for i in range(len(x))][:images]
+    dataset = nncf.Dataset(singles, lambda array: {"images": array})
+    scope = nncf.IgnoredScope(names=exclude or [], validate=False)
+    quantized = nncf.quantize(
+        onnx.load(str(float_onnx)), dataset, subset_size=len(singles), ignored_scope=scope
+    )
+    onnx.save(quantized, str(out))
+    return out
+
+
+def _numpy(images: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(images.detach().cpu().numpy().astype(np.float32))
