@@ -147,8 +147,7 @@ def detection_error(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     Raw logits weigh the many background anchors, saturated far below zero, as much as
     the few that detect something; mAP does not. So: the objectness error everywhere,
     and the box and class errors where the float model sees an object (weighted by its
-    objectness). On the demo benchmark this ranks layers closer to the mAP ranking than
-    the raw-logit MSE does.
+    objectness).
     """
     student, teacher = out.sigmoid(), ref.sigmoid()
     objectness = teacher[..., 4]
