@@ -357,9 +357,9 @@ def proxy_scores(model: nn.Module, loader, groups, results: ResultsFile, batches
 
 
 def _search_summary(search: SearchResult) -> dict:
+    """The outcome; its steps are already in the file as "search_steps"."""
     return {"fallback": search.fallback, "float_map": search.float_map,
-            "start_map": search.start_map, "final_map": search.final_map,
-            "history": search.history}
+            "start_map": search.start_map, "final_map": search.final_map}
 
 
 def _fallback_latency(model, search: SearchResult, space, ptq_config, out: Path):
