@@ -9,17 +9,17 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torchvision
+
+from yoloq.models import load_model
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def load_benchmark_model(name: str) -> torch.nn.Module:
     """A torchvision classifier by name (random weights), else a yoloq model name or path."""
-    import torchvision
-
     if hasattr(torchvision.models, name):
         return getattr(torchvision.models, name)().eval()
-    from yoloq.models import load_model
 
     return load_model(name).fuse().eval()
 
@@ -29,8 +29,6 @@ def random_detector(name: str, seed: int = 0) -> torch.nn.Module:
     fused. Untouched BatchNorms fold into identical zero biases, which the ONNX exporter
     merges into one shared tensor; ONNX Runtime's quantizer then cannot quantize those
     biases and leaves the convolutions unfused, an artefact that no trained model has."""
-    from yoloq.models import load_model
-
     model = load_model(name)
     generator = torch.Generator().manual_seed(seed)
     for module in model.modules():

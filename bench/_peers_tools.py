@@ -16,6 +16,15 @@ import numpy as np
 import onnx
 import torch
 import torch.nn as nn
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+
+from yoloq.export import export_detector
 
 
 def decode_nodes(float_onnx: str | Path) -> list[str]:
@@ -52,14 +61,6 @@ def ort_quantize_static(
     Every calibrator holds the activations of all batches in memory: give it few.
     (`CalibMaxIntermediateOutputs` would bound that, but ONNX Runtime 1.31 drops each
     full chunk without computing its ranges.)"""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.feeds = ({"images": _numpy(x)} for x in batches)
@@ -89,7 +90,6 @@ def modelopt_export(
     copy of the (fused) float model, exported with the legacy TorchScript exporter."""
     import modelopt.torch.quantization as mtq
 
-    from yoloq.export import export_detector
 
     model = copy.deepcopy(model).eval()
 

@@ -17,6 +17,7 @@ from _common import calibration_images, machine, random_detector, write_json
 from _peers_tools import ort_quantize_static
 
 from yoloq.export import export_detector
+from yoloq.models import load_model
 from yoloq.models.quantized import quantize_yolo
 from yoloq.quant import calibrate
 from yoloq.runtime.bench import benchmark_onnx
@@ -58,9 +59,7 @@ def bench_model(name: str, args, folder: Path) -> dict:
 
 
 def _demo():
-    from yoloq.builtin import demo_model
-
-    return demo_model().fuse().eval()
+    return load_model("demo").fuse().eval()
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -46,7 +47,23 @@ from _peers_tools import (
     ort_quantize_static,
 )
 
+from yoloq.export import detector_metadata, export_detector
+from yoloq.models.quantized import load_quantized, quantize_yolo
+from yoloq.models.sensitivity import yolo_units
+from yoloq.quant import calibrate
+from yoloq.runtime.backends import get_backend
 from yoloq.runtime.bench import benchmark_onnx
+from yoloq.sensitivity import ResultsStore, rank, search_fallback
+from yoloq.workflows.config import PtqConfig, QatConfig
+from yoloq.workflows.qat import run_qat
+from yoloq.workflows.steps import (
+    evaluate_predictor,
+    prepare,
+    proxy_scores,
+    quantize_and_calibrate,
+    save_checkpoint,
+    torch_predict,
+)
 
 DEMO = "demo"
 QAT_LR = "0:1e-5"  # the demo's short-QAT schedule
@@ -136,8 +153,6 @@ def plural(count: int, noun: str) -> str:
 
 
 def versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
     def of(package: str) -> str | None:
         try:
             return version(package)
@@ -206,8 +221,6 @@ def time_section(store: Store, section: str, img: int, batches, warmup: int, ite
 
 def yoloq_ptq(space, config, work: Path) -> dict:
     """quantize -> calibrate -> save the checkpoint -> export, as `yoloq ptq` does."""
-    from yoloq.ptq import quantize_and_calibrate, save_checkpoint
-
     model, _, quant_config, run = quantize_and_calibrate(space, config, show=False)
     name = f"yoloq_ptq_{config.profile}"
     save_checkpoint(model, work / f"{name}.pt", config, quant_config, space, run)
@@ -215,8 +228,6 @@ def yoloq_ptq(space, config, work: Path) -> dict:
 
 
 def export(model, space, path: Path, profile: str | None) -> Path:
-    from yoloq.export import detector_metadata, export_detector
-
     precision = "int8" if profile else "fp32"
     metadata = detector_metadata(space.names, space.img_size, space.stride, precision, profile)
     return export_detector(model, path, space.img_size, metadata=metadata)
@@ -224,8 +235,6 @@ def export(model, space, path: Path, profile: str | None) -> Path:
 
 def torch_reference(store: Store, space, key: str, model_of) -> dict:
     """Torch mAP of the float model or a PTQ checkpoint, measured once per results file."""
-    from yoloq.ptq import evaluate_predictor, torch_predict
-
     saved = store.section(DEMO).setdefault("torch", {})
     if key not in saved:
         started = time.perf_counter()
@@ -242,16 +251,6 @@ def torch_reference(store: Store, space, key: str, model_of) -> dict:
 def yoloq_search(store: Store, space, profile: str, settings: Settings) -> dict:
     """PTQ, then `search_fallback` over the proxy ranking's most sensitive layers until the
     torch mAP drop is under the target (`yoloq sensitivity --target-drop`)."""
-    from yoloq.models.quantized import load_quantized
-    from yoloq.ptq import evaluate_predictor, torch_predict
-    from yoloq.sensitivity import (
-        ResultsFile,
-        layer_quantizers,
-        proxy_scores,
-        rank,
-        search_fallback,
-    )
-
     work = store.work
     checkpoint = work / f"yoloq_ptq_{profile}.pt"
     reference = {
@@ -260,8 +259,8 @@ def yoloq_search(store: Store, space, profile: str, settings: Settings) -> dict:
     }
     started = time.perf_counter()
     model = load_quantized(checkpoint)
-    groups = layer_quantizers(model)
-    results = ResultsFile(
+    groups = yolo_units(model)
+    results = ResultsStore(
         work / f"sensitivity_{profile}.json",
         {"profile": profile, "batches": settings.proxy_batches},
     )
@@ -294,9 +293,6 @@ def yoloq_search(store: Store, space, profile: str, settings: Settings) -> dict:
 
 def yoloq_qat(store: Store, space, settings: Settings) -> dict:
     """A short `run_qat` from the trt PTQ checkpoint (teacher: the float model)."""
-    from yoloq.models.quantized import load_quantized
-    from yoloq.qat import QatConfig, run_qat
-
     work, checkpoint = store.work, store.work / "yoloq_ptq_trt.pt"
     reference = {
         "float": torch_reference(store, space, "float", lambda: space.float_model),
@@ -330,8 +326,6 @@ def yoloq_qat(store: Store, space, settings: Settings) -> dict:
 
 
 def demo_section(store: Store, settings: Settings) -> None:
-    from yoloq.ptq import PtqConfig, evaluate_onnx, prepare
-
     config = PtqConfig(
         weights=DEMO,
         data=DEMO,
@@ -344,7 +338,7 @@ def demo_section(store: Store, settings: Settings) -> None:
     work = store.work
 
     def evaluate(path: Path):
-        return evaluate_onnx(path, space)
+        return evaluate_predictor(get_backend("onnxruntime").load(path), space)
 
     def row(key: str, tool: str, variant: str, build) -> dict:
         return run_row(store, DEMO, key, {"tool": tool, "variant": variant}, build, evaluate)
@@ -480,10 +474,6 @@ def peer_rows(
 
 
 def speed_section(store: Store, name: str, settings: Settings) -> None:
-    from yoloq.export import export_detector
-    from yoloq.models.quantized import quantize_yolo
-    from yoloq.quant import calibrate
-
     img, work = settings.speed_img, store.work
     model = random_detector(name)
     batches = calibration_images(settings.speed_calib_images, img)

@@ -13,7 +13,8 @@ import time
 
 from _common import machine, write_json
 
-from yoloq.sensitivity import SensitivityConfig, rank, run_sensitivity
+from yoloq.sensitivity import rank
+from yoloq.workflows.sensitivity import SensitivityConfig, run_sensitivity
 
 
 def spearman(first: list[str], second: list[str]) -> float:

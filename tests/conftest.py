@@ -73,7 +73,7 @@ def tiny_yolo(tmp_path_factory):
 def demo_subset(tmp_path_factory):
     """The first 64 val and 32 train images of the built-in benchmark: the generator seeds
     each image by its index, so these are the very images of the full set."""
-    from yoloq.builtin import DEMO_DATA
+    from yoloq.data.demo import DEMO_DATA
     from yoloq.data.synthetic import generate_dataset
 
     settings = {**DEMO_DATA, "train_images": 32, "val_images": 64}

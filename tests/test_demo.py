@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from yoloq.builtin import demo_model, demo_record
 from yoloq.data import create_val_loader, load_data_config, load_split
-from yoloq.demo import DemoSettings, run_demo
 from yoloq.evaluate import evaluate
-from yoloq.ptq import PtqConfig, run_ptq
+from yoloq.models.demo import demo_model, demo_record
+from yoloq.workflows.demo import DemoSettings, run_demo
+from yoloq.workflows.ptq import PtqConfig, run_ptq
 
 # mAP of the shipped demo model on the first 64 val images (measured once; pins the
 # weights, the generator, the loaders and the evaluator together).

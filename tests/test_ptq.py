@@ -9,9 +9,9 @@ import yaml
 
 from yoloq.cli import main
 from yoloq.models.quantized import load_quantized
-from yoloq.ptq import PtqConfig, run_ptq
 from yoloq.quant import QuantMode, iter_quantizers
 from yoloq.quant.modules import QuantConv2d
+from yoloq.workflows.ptq import PtqConfig, run_ptq
 
 
 def ptq_config(tiny_yolo, tiny_data, out, **overrides):
@@ -133,7 +133,7 @@ def test_export_refuses_the_other_profile(ort_run, tmp_path, capsys):
 def test_ignore_file_and_unused_pattern_warning(tiny_yolo, tiny_data, tmp_path):
     ignore_file = tmp_path / "ignore.txt"
     ignore_file.write_text("# keep the stem float\nmodel\\.0\\.\n")
-    from yoloq.ptq import read_ignore_file
+    from yoloq.workflows.ptq import read_ignore_file
 
     config = ptq_config(tiny_yolo, tiny_data, tmp_path / "run",
                         ignore=(*read_ignore_file(ignore_file), r"model\.999\."))

@@ -11,16 +11,13 @@ from yoloq.cli import main
 from yoloq.errors import YoloqError
 from yoloq.graph import quantizer_ties
 from yoloq.models.quantized import load_quantized
-from yoloq.qat import (
+from yoloq.workflows.config import QatConfig, lr_at, parse_lr_schedule
+from yoloq.workflows.qat import resume_qat, run_qat
+from yoloq.workflows.training import (
     EpochSampler,
-    QatConfig,
-    lr_at,
     make_teacher,
     measure_supervision_loss,
-    parse_lr_schedule,
     reached_layers,
-    resume_qat,
-    run_qat,
     supervised_layers,
 )
 

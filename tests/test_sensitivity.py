@@ -5,19 +5,16 @@ import torch
 
 from yoloq.models.native import load_float_checkpoint
 from yoloq.models.quantized import quantize_yolo
-from yoloq.quant import QuantMode, calibrate
+from yoloq.models.sensitivity import detection_error, detector_output_error, yolo_units
+from yoloq.quant import QuantMode, calibrate, disable_quantization
 from yoloq.sensitivity import (
-    ResultsFile,
-    SensitivityConfig,
-    detection_error,
-    layer_quantizers,
-    output_error,
+    ResultsStore,
+    output_error_measure,
     rank,
-    raw_outputs,
-    run_sensitivity,
-    score_layers,
+    score_units,
     search_fallback,
 )
+from yoloq.workflows.sensitivity import SensitivityConfig, run_sensitivity
 
 FRAGILE = "model.4"
 
@@ -37,16 +34,19 @@ def quantized(tiny_yolo):
 
 
 def proxy_measure(float_model, model, images):
-    with torch.inference_mode():
-        reference = [raw_outputs(float_model, images)[0]]
-    return lambda: -output_error(model, [images], reference)
+    """Minus the detection error against the model with every quantizer off, which is
+    the float model: checked here before it is used."""
+    with torch.inference_mode(), disable_quantization(model):
+        pairs = zip(model(images)[1], float_model(images)[1])
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in pairs)
+    return output_error_measure(model, [images], detector_output_error)
 
 
 def test_fragile_layer_ranks_first_by_proxy(quantized, tmp_path):
     float_model, model, images = quantized
-    groups = layer_quantizers(model)
+    groups = yolo_units(model)
     measure = proxy_measure(float_model, model, images)
-    scores = score_layers(groups, measure, ResultsFile(tmp_path / "s.json", {}),
+    scores = score_units(groups, measure, ResultsStore(tmp_path / "s.json", {}),
                           baseline=measure(), show_progress=False)
     assert rank(scores)[0][0] == FRAGILE
     assert len(scores) == len(groups) > 40
@@ -69,7 +69,7 @@ def test_detection_error_ignores_boxes_and_classes_where_nothing_is_detected():
 
 def test_interrupted_run_resumes_without_recomputing(quantized, tmp_path):
     float_model, model, images = quantized
-    groups = dict(list(layer_quantizers(model).items())[:6])
+    groups = dict(list(yolo_units(model).items())[:6])
     measure = proxy_measure(float_model, model, images)
     baseline = measure()
     calls = []
@@ -82,7 +82,7 @@ def test_interrupted_run_resumes_without_recomputing(quantized, tmp_path):
 
     path = tmp_path / "sensitivity.json"
     with pytest.raises(KeyboardInterrupt):
-        score_layers(groups, interrupted, ResultsFile(path, {"a": 1}), baseline=baseline,
+        score_units(groups, interrupted, ResultsStore(path, {"a": 1}), baseline=baseline,
                      show_progress=False)
     assert len(json.loads(path.read_text())["scores"]) == 2
     counted = []
@@ -91,18 +91,18 @@ def test_interrupted_run_resumes_without_recomputing(quantized, tmp_path):
         counted.append(1)
         return measure()
 
-    resumed = score_layers(groups, counting, ResultsFile(path, {"a": 1}), baseline=baseline,
+    resumed = score_units(groups, counting, ResultsStore(path, {"a": 1}), baseline=baseline,
                            show_progress=False)
-    fresh = score_layers(groups, measure, ResultsFile(tmp_path / "fresh.json", {"a": 1}),
+    fresh = score_units(groups, measure, ResultsStore(tmp_path / "fresh.json", {"a": 1}),
                          baseline=baseline, show_progress=False)
     assert len(counted) == 4 and resumed == pytest.approx(fresh, rel=1e-9, abs=1e-15)
     with pytest.raises(Exception, match="other settings"):
-        ResultsFile(path, {"a": 2})
+        ResultsStore(path, {"a": 2})
 
 
 def test_search_stops_at_target_and_keeps_only_improving_layers(quantized):
     _, model, _ = quantized
-    groups = dict(list(layer_quantizers(model).items())[:6])
+    groups = dict(list(yolo_units(model).items())[:6])
     names = list(groups)
     # A stand-in mAP, read from which quantizers are really off: layer 0 helps by 0.05,
     # layer 1 hurts, layer 2 helps by 0.03, the rest do nothing.
@@ -124,7 +124,7 @@ def test_search_stops_at_target_and_keeps_only_improving_layers(quantized):
 
 def test_interrupted_search_resumes_from_its_saved_steps(quantized):
     _, model, _ = quantized
-    groups = dict(list(layer_quantizers(model).items())[:6])
+    groups = dict(list(yolo_units(model).items())[:6])
     names = list(groups)
     effect = {names[0]: 0.01, names[2]: 0.02, names[4]: 0.03}
     calls = []
@@ -174,13 +174,13 @@ def test_cli_workflow_writes_ranking_chart_and_ignore_file(tiny_yolo, tiny_data,
 
 def test_fragile_layer_ranks_first_by_map(demo_subset):
     """mAP mode needs a model that detects something: the shipped demo model."""
-    from yoloq.builtin import demo_model
     from yoloq.data import create_calibration_loader, create_val_loader, load_data_config
     from yoloq.data.dataset import load_split
     from yoloq.evaluate import evaluate
+    from yoloq.models.registry import load_model
 
     data = load_data_config(demo_subset)
-    model = demo_model().fuse()
+    model = load_model("demo").fuse()
     quantize_yolo(model)
     calibrate(model, create_calibration_loader(load_split(data, "train"), 16, 320, 8),
               method="max", show_progress=False)
@@ -192,7 +192,42 @@ def test_fragile_layer_ranks_first_by_map(demo_subset):
         with torch.inference_mode():
             return evaluate(lambda x: model(x)[0], loader, progress=False).map50_95
 
-    groups = dict(list(layer_quantizers(model).items())[:8])  # model.0 .. model.7
-    scores = score_layers(groups, measure, ResultsFile(demo_subset.parent / "s.json", {}),
+    groups = dict(list(yolo_units(model).items())[:8])  # model.0 .. model.7
+    scores = score_units(groups, measure, ResultsStore(demo_subset.parent / "s.json", {}),
                           baseline=measure(), show_progress=False)
     assert rank(scores)[0][0] == FRAGILE and scores[FRAGILE] > 0.05
+
+
+def test_the_algorithm_ranks_a_broken_unit_first_on_a_non_yolo_model(tmp_path):
+    """ResNet-18 from torchvision: units by top-level block, the plain output error as the
+    measure; the block whose input range was cut to 1% ranks first."""
+    import torchvision
+
+    from yoloq.quant import QuantConfig, quantize
+    from yoloq.sensitivity import squared_error, units_by_path
+
+    torch.manual_seed(0)
+    model, _ = quantize(torchvision.models.resnet18(weights=None).eval(), QuantConfig())
+    images = torch.rand(4, 3, 64, 64)
+    calibrate(model, [images], method="max", show_progress=False)
+    broken = model.layer3[0].conv1.input_quantizer
+    broken.set_amax(broken.amax * 0.01)
+    units = units_by_path(model, depth=1)
+    assert list(units) == ["conv1", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool",
+                          "fc"]
+    measure = output_error_measure(model, [images], squared_error)
+    scores = score_units(units, measure, ResultsStore(tmp_path / "s.json", {}),
+                         baseline=measure(), show_progress=False)
+    assert rank(scores)[0][0] == "layer3"
+    assert scores["layer3"] > 10 * max(s for unit, s in scores.items() if unit != "layer3")
+
+
+def test_a_results_file_of_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "sensitivity.json"
+    store = ResultsStore(path, {"a": 1})
+    store.record("model.1", 0.5)
+    assert json.loads(path.read_text())["schema_version"] == 1
+    assert ResultsStore(path, {"a": 1}).scores == {"model.1": 0.5}  # resumes
+    path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 9}))
+    with pytest.raises(Exception, match="schema_version 9 is newer"):
+        ResultsStore(path, {"a": 1})

@@ -8,14 +8,15 @@ from types import SimpleNamespace
 import pytest
 
 from trt_standins import StandInTensorRT10
-from yoloq import engines
 from yoloq.cli import main
 from yoloq.errors import YoloqError
-from yoloq.ptq import PtqConfig
-from yoloq.qat import QatConfig
 from yoloq.report import Report, table_cells
+from yoloq.runtime.predictor import DeployJob
 from yoloq.runtime.tensorrt.api import describe
+from yoloq.runtime.tensorrt.backend import TensorRTBackend
 from yoloq.runtime.tensorrt.bench import EngineBench
+from yoloq.workflows.config import PtqConfig, QatConfig
+from yoloq.workflows.steps import deploy
 
 
 @pytest.mark.parametrize("command", ["ptq", "qat"])
@@ -68,19 +69,20 @@ def test_engine_rows_build_evaluate_and_time_each_engine(tmp_path, monkeypatch):
         )
 
     maps = {"float.engine": 0.45, "ptq_trt.engine": 0.448}
-    monkeypatch.setattr("yoloq.runtime.tensorrt.build_engine", build_engine)
-    monkeypatch.setattr("yoloq.runtime.tensorrt.benchmark_engine", benchmark_engine)
-    monkeypatch.setattr("yoloq.runtime.predictor.load_predictor", lambda path, device: path.name)
+    monkeypatch.setattr("yoloq.runtime.tensorrt.backend.build_engine", build_engine)
+    monkeypatch.setattr("yoloq.runtime.tensorrt.backend.benchmark_engine", benchmark_engine)
     monkeypatch.setattr(
-        "yoloq.ptq.evaluate_predictor",
+        "yoloq.workflows.steps.evaluate_predictor",
         lambda name, space, device: SimpleNamespace(map50_95=maps[name], map50=0.6),
     )
+    backend = TensorRTBackend(describe(StandInTensorRT10()))
+    monkeypatch.setattr(backend, "load", lambda path, device: path.name)
     space = SimpleNamespace(img_size=320, names=["a"], stride=32)
     jobs = [
-        engines.EngineJob("float", None, tmp_path / "float.onnx", "fp16", None),
-        engines.EngineJob("ptq_trt", None, tmp_path / "ptq_trt.onnx", "int8", "trt"),
+        DeployJob("float", None, tmp_path / "float.onnx", quantized=False),
+        DeployJob("ptq_trt", None, tmp_path / "ptq_trt.onnx", True, "trt"),
     ]
-    rows = engines.engine_rows(describe(StandInTensorRT10()), jobs, space, tmp_path, 8, (1, 8), 13)
+    rows = deploy(backend, jobs, space, tmp_path, 8, (1, 8), 13).rows
     # TensorRT 10 builds the FP32 exports (BuilderFlag FP16 does the rest); dynamic shapes
     # for the rectangular val batches; tuned for the first timed batch size.
     assert built == [

@@ -4,6 +4,7 @@ The stages live in subpackages named after them (`yoloq.models`, `yoloq.data`,
 `yoloq.quant`, `yoloq.export`, `yoloq.evaluate`, `yoloq.runtime`); the most used
 entry points are also reachable from here.
 """
+import importlib
 
 __version__ = "0.1.0"
 
@@ -12,8 +13,8 @@ _LAZY = {
     "load_checkpoint": "yoloq.models",
     "load_model": "yoloq.models",
     "build_model": "yoloq.models",
-    "demo_model": "yoloq.builtin",
-    "demo_data": "yoloq.builtin",
+    "demo_model": "yoloq.models.demo",
+    "demo_data": "yoloq.data.demo",
     "quantize": "yoloq.quant",
     "calibrate": "yoloq.quant",
     "QuantConfig": "yoloq.quant",
@@ -23,7 +24,6 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'yoloq' has no attribute {name!r}")

@@ -9,17 +9,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import onnxruntime
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from yoloq.errors import YoloqError
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+# torch and the built-in backends; `yoloq.runtime.backends.register_backend` adds the others,
+# so that a report written before a backend was registered in this process still loads.
+BACKENDS = {"torch", "onnxruntime", "tensorrt"}
 PROFILES = ("trt", "ort", None)
 PRECISIONS = ("fp32", "fp16", "int8")
 REPORT_JSON = "report.json"
@@ -44,7 +49,7 @@ class ReportRow:
     notes: str = ""
 
     def __post_init__(self):
-        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("backend", self.backend, tuple(sorted(BACKENDS)))
         _check_choice("profile", self.profile, PROFILES)
         _check_choice("precision", self.precision, PRECISIONS)
         for name in ("map50_95", "map50"):
@@ -66,16 +71,6 @@ def _check_choice(name: str, value, choices: tuple) -> None:
 
 def machine_info() -> dict:
     """Where the numbers were measured: platform, CPU, library versions, GPU."""
-    import platform
-
-    import torch
-
-    try:
-        import onnxruntime
-
-        ort_version = onnxruntime.__version__
-    except ImportError:
-        ort_version = None
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "platform": platform.platform(),
@@ -83,7 +78,7 @@ def machine_info() -> dict:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "onnxruntime": ort_version,
+        "onnxruntime": onnxruntime.__version__,
         "cuda_device": cuda,
     }
 
@@ -107,10 +102,16 @@ class Report:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (mAP as fractions)."""
-        return {"version": SCHEMA_VERSION, **asdict(self)}
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> Report:
+        """A report from its JSON dict; one written by a newer yoloq is refused (its rows
+        may mean something this version cannot tell)."""
+        version = data.get("schema_version", data.get("version", 1))  # "version" until 0.1
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise YoloqError(f"report schema_version {version} is newer than this yoloq reads "
+                             f"({SCHEMA_VERSION}); upgrade yoloq to read it")
         return cls(
             rows=[ReportRow(**row) for row in data.get("rows", [])],
             config=data.get("config", {}),
@@ -134,8 +135,13 @@ class Report:
             path = path / REPORT_JSON
         try:
             data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise YoloqError(f"{path}: not a readable yoloq report ({error})") from None
+        try:
             return cls.from_dict(data)
-        except (OSError, json.JSONDecodeError, TypeError) as error:
+        except YoloqError as error:
+            raise YoloqError(f"{path}: {error}") from None
+        except TypeError as error:
             raise YoloqError(f"{path}: not a readable yoloq report ({error})") from None
 
 

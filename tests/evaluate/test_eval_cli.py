@@ -5,7 +5,7 @@ import json
 import torch
 from torch import nn
 
-import yoloq.models
+import yoloq.runtime.backends
 from yoloq.cli import main
 
 
@@ -30,7 +30,7 @@ class CentreBoxModel(nn.Module):
 def test_eval_cli_writes_json(labelled_dataset, tmp_path, monkeypatch, capsys):
     seen = []
     monkeypatch.setattr(
-        yoloq.models, "load_model", lambda w: seen.append(w) or CentreBoxModel(), raising=False
+        yoloq.runtime.backends, "load_model", lambda w: seen.append(w) or CentreBoxModel()
     )
     out = tmp_path / "result.json"
     argv = ["eval", "--weights", "w.pt", "--data", str(labelled_dataset), "--batch", "4"]
@@ -48,6 +48,6 @@ def test_eval_cli_writes_json(labelled_dataset, tmp_path, monkeypatch, capsys):
 
 
 def test_eval_cli_class_count_mismatch(labelled_dataset, monkeypatch, capsys):
-    monkeypatch.setattr(yoloq.models, "load_model", lambda w: CentreBoxModel(5), raising=False)
+    monkeypatch.setattr(yoloq.runtime.backends, "load_model", lambda w: CentreBoxModel(5))
     assert main(["eval", "--weights", "w.pt", "--data", str(labelled_dataset)]) == 2
     assert "model has 5 classes" in capsys.readouterr().err

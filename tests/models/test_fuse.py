@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from yoloq.models import build_model
-from yoloq.models.common import Conv, RepConv
+from yoloq.models.common import Conv
+from yoloq.models.families.yolov7 import RepConv
 
 
 @pytest.mark.parametrize(

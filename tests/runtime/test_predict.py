@@ -1,6 +1,4 @@
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -96,20 +94,14 @@ def test_high_conf_keeps_nothing_and_missing_source_is_named(images, tmp_path):
 
 @pytest.fixture
 def fake_load_predictor(monkeypatch):
-    """`yoloq.runtime.predictor.load_predictor` -> OneBoxPredictor, whether or not the
-    real module exists yet."""
+    """`yoloq predict` loads OneBoxPredictor instead of real weights."""
     calls = []
 
     def load_predictor(weights, device="cpu"):
         calls.append((str(weights), device))
         return OneBoxPredictor()
 
-    try:
-        import yoloq.runtime.predictor as module
-    except ImportError:
-        module = types.ModuleType("yoloq.runtime.predictor")
-        monkeypatch.setitem(sys.modules, "yoloq.runtime.predictor", module)
-    monkeypatch.setattr(module, "load_predictor", load_predictor, raising=False)
+    monkeypatch.setattr("yoloq.cli.predict.load_predictor", load_predictor)
     return calls
 
 

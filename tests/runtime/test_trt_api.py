@@ -58,7 +58,7 @@ def test_cli_without_tensorrt_says_what_is_needed(no_tensorrt, command, capsys, 
 
 def test_engines_load_through_the_predictor_with_clear_errors(no_tensorrt, tmp_path):
     from yoloq.errors import YoloqError
-    from yoloq.runtime.predictor import load_predictor
+    from yoloq.runtime.backends import load_predictor
 
     engine = tmp_path / "m.engine"
     with pytest.raises(YoloqError, match="TensorRT engine not found"):

@@ -164,7 +164,7 @@ def test_cli_build_with_a_stand_in(tmp_path, monkeypatch, capsys):
     from yoloq.cli import main
 
     trt = StandInTensorRT10()
-    monkeypatch.setattr("yoloq.runtime.tensorrt.api.load_tensorrt", lambda: describe(trt))
+    monkeypatch.setattr("yoloq.cli.trt.load_tensorrt", lambda: describe(trt))
     onnx_path = tiny_onnx(tmp_path / "m.onnx", qdq=True)
     assert main(["trt", "build", str(onnx_path), "--dynamic", "--workspace", "256"]) == 0
     printed = capsys.readouterr().out

@@ -1,8 +1,15 @@
-"""`yoloq bench`: ONNX Runtime CPU latency and throughput of a model, or of two compared."""
+"""`yoloq bench`: latency and throughput of a model, or of two compared, on a backend
+(ONNX Runtime on the CPU unless --backend names another)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from yoloq.errors import YoloqError
+from yoloq.report import write_text_atomic
+from yoloq.runtime.backends import BACKENDS, backend_for, get_backend
+from yoloq.runtime.bench import print_bench_result
 
 
 def batch_list(text: str) -> tuple[int, ...]:
@@ -19,7 +26,7 @@ def batch_list(text: str) -> tuple[int, ...]:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="latency and throughput of ONNX models in ONNX Runtime",
+        help="latency and throughput of exported models (ONNX Runtime, or --backend)",
         description="Time an ONNX model on the CPU with random input: warm-up runs, then "
         "timed runs; report median and p90 latency and images/s per batch size. With --vs, "
         "both models run interleaved in one process (timings drift by +-20% between runs, "
@@ -29,6 +36,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("model", help="ONNX model with an image input [batch, 3, H, W]")
     parser.add_argument("--vs", metavar="OTHER", help="ONNX model to compare with (baseline)")
+    parser.add_argument("--backend", help="time the models on this backend (one of "
+                        f"{', '.join(sorted(BACKENDS))}); default: by MODEL's suffix "
+                        "(.onnx: onnxruntime)")
     parser.add_argument("--batch", type=batch_list, default="1,8", help="batch sizes, e.g. 1,8")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs per model and batch")
     parser.add_argument("--iters", type=int, default=50, help="timed runs per model and batch")
@@ -39,15 +49,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import json
 
-    from yoloq.report import write_text_atomic
-    from yoloq.runtime.bench import benchmark_onnx, print_bench_result
 
     # The baseline goes first: each model's ratio is to the first one.
     paths = [args.vs, args.model] if args.vs else [args.model]
-    result = benchmark_onnx(paths, batch_sizes=args.batch, warmup=args.warmup,
-                            iters=args.iters, threads=args.threads, img_size=args.img)  # fmt: skip
+    backend = get_backend(args.backend) if args.backend else backend_for(args.model)
+    if backend is None:
+        raise YoloqError(f"{args.model}: no backend runs this file; name one with --backend")
+    # Each backend takes the options it knows (ONNX Runtime: all three).
+    result = backend.bench(paths, args.batch, args.img, warmup=args.warmup, iters=args.iters,
+                           threads=args.threads)
     print_bench_result(result)
     if args.json:
         write_text_atomic(args.json, json.dumps(result.to_dict(), indent=2) + "\n")

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+from rich.console import Console
+from rich.table import Table
+
+from yoloq.data import load_data_config, load_split
+from yoloq.data.synthetic import ensure_dataset
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="inspect a dataset in YOLO format")
@@ -47,8 +53,6 @@ def register(subparsers) -> None:
 
 
 def run_synth(args) -> int:
-    from yoloq.data.synthetic import ensure_dataset
-
     data_yaml = ensure_dataset(args.out, train_images=args.images, val_images=args.val_images,
                                size=args.size, seed=args.seed, workers=args.workers)
     print(f"wrote {data_yaml}")
@@ -56,10 +60,6 @@ def run_synth(args) -> int:
 
 
 def run_check(args) -> int:
-    from rich.console import Console
-
-    from yoloq.data import load_data_config, load_split
-
     console = Console()
     config = load_data_config(args.data)
     found_problems = False
@@ -71,8 +71,6 @@ def run_check(args) -> int:
 
 
 def _print_split(console, split: str, image_set, max_problems: int) -> None:
-    from rich.table import Table
-
     counts = Counter()
     for record in image_set.records:
         counts.update(record.labels[:, 0].astype(int).tolist())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from yoloq.workflows.demo import DemoSettings, run_demo
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -26,8 +28,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from yoloq.demo import DemoSettings, run_demo
-
     run_demo(DemoSettings(out=args.out, val_images=args.val_images,
                           calib_images=args.calib_images, workers=args.workers,
                           qat=args.qat, qat_epochs=args.qat_epochs, qat_iters=args.qat_iters))

@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 
+import torch
+
+from yoloq.data import create_val_loader, load_data_config, load_split
+from yoloq.errors import YoloqError
+from yoloq.evaluate import evaluate, print_eval_result
+from yoloq.runtime.backends import BACKENDS, load_predictor
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -20,6 +27,9 @@ def register(subparsers) -> None:
         help="model: .pt (float or yoloq quantized), .onnx, a TensorRT .engine (from "
         "`yoloq trt build`; runs on the GPU), architecture name, or 'demo'"
     )
+    parser.add_argument("--backend", help="run --weights on this backend (one of "
+                        f"{', '.join(sorted(BACKENDS))}); default: by its suffix (.onnx: "
+                        "onnxruntime, .engine: tensorrt), else torch")
     parser.add_argument("--data", required=True, help="data YAML")
     parser.add_argument("--split", default="val", help="split of the data YAML")
     parser.add_argument("--img", type=int, help="image size; default the model's, else 640")
@@ -37,16 +47,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import torch
-
-    from yoloq.data import create_val_loader, load_data_config, load_split
-    from yoloq.errors import YoloqError
-    from yoloq.evaluate import evaluate, print_eval_result
-    from yoloq.runtime.predictor import load_predictor
-
     config = load_data_config(args.data)
     image_set = load_split(config, args.split, on_bad_data=args.on_bad_data)  # fail early
-    predictor = load_predictor(args.weights, args.device)
+    predictor = load_predictor(args.weights, args.device, args.backend)
     if len(predictor.names) != config.nc:
         raise YoloqError(
             f"{args.weights}: model has {len(predictor.names)} classes, {args.data} has "

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from yoloq.errors import YoloqError
+from yoloq.runtime.backends import load_predictor
+from yoloq.workflows.steps import check_export
 
 EPILOG = """examples:
   yoloq export --weights runs/ptq/ptq.pt --dynamic --out ptq.onnx
@@ -43,12 +48,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from yoloq.errors import YoloqError
-    from yoloq.export import export_and_check
-    from yoloq.runtime.predictor import load_predictor
-
     if args.fp16_io and not args.fp16:
         raise YoloqError("--fp16-io needs --fp16")
     predictor = load_predictor(args.weights)
@@ -65,7 +64,7 @@ def run(args) -> int:
                          f"not {args.profile}: Q/DQ placement differs between profiles, so "
                          f"rerun `yoloq ptq --profile {args.profile}`")
     out = Path(args.out) if args.out else default_output(args.weights, args.fp16)
-    check = export_and_check(predictor, out, args.img or predictor.img_size, args.opset,
+    check = check_export(predictor, out, args.img or predictor.img_size, args.opset,
                              args.dynamic, fp16=args.fp16, fp16_io=args.fp16_io)
     versus = "FP16 ONNX Runtime vs FP32 torch" if args.fp16 else "ONNX Runtime vs torch"
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); {versus}: "
@@ -76,8 +75,6 @@ def run(args) -> int:
 
 def default_output(weights: str, fp16: bool):
     """ptq.pt -> ptq.onnx (ptq_fp16.onnx with --fp16); demo -> demo.onnx."""
-    from pathlib import Path
-
     path = Path(weights)
     stem = path.with_suffix("") if path.suffix else path
     return Path(f"{stem}{'_fp16' if fp16 else ''}.onnx")

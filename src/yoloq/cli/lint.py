@@ -4,6 +4,11 @@ ONNX model."""
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from yoloq.errors import YoloqError
+from yoloq.graph.lint import lint_onnx
 
 EPILOG = """examples:
   yoloq lint runs/ptq/ptq_trt.onnx
@@ -33,12 +38,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import json
-    from pathlib import Path
-
-    from yoloq.errors import YoloqError
-    from yoloq.graph.lint import lint_onnx
-
     path = Path(args.model)
     if not path.is_file():
         raise YoloqError(f"ONNX model not found: {path}")

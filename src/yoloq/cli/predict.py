@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from yoloq.predict import DETECTIONS_JSON, predict_images
+from yoloq.runtime.backends import load_predictor
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -27,9 +30,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from yoloq.predict import DETECTIONS_JSON, predict_images
-    from yoloq.runtime.predictor import load_predictor
-
     predictor = load_predictor(args.weights, device=args.device)
     results = predict_images(predictor, args.sources, args.out, args.conf, args.iou,
                              img_size=args.img, device=args.device)  # fmt: skip

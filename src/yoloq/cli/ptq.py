@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from yoloq.errors import YoloqError
 from yoloq.quant import METHODS, PROFILES
+from yoloq.report import print_report
+from yoloq.workflows.ptq import PtqConfig, read_ignore_file, run_ptq
 
 EPILOG = """examples:
   yoloq ptq --weights demo --data demo --out runs/ptq_demo
@@ -71,9 +74,6 @@ _FIELDS = ("weights", "data", "out", "profile", "method", "percentile", "calib_i
 
 
 def build_config(args):
-    from yoloq.errors import YoloqError
-    from yoloq.ptq import PtqConfig, read_ignore_file
-
     settings = PtqConfig.load(args.config).to_dict() if args.config else {}
     settings.update({name: getattr(args, name) for name in _FIELDS
                      if getattr(args, name) is not None})
@@ -89,9 +89,6 @@ def build_config(args):
 
 
 def run(args) -> int:
-    from yoloq.ptq import run_ptq
-    from yoloq.report import print_report
-
     config = build_config(args)
     result = run_ptq(config, exist_ok=args.exist_ok)
     print_report(result.report)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from yoloq.errors import YoloqError
+from yoloq.report import print_report
+from yoloq.workflows.config import QatConfig
+from yoloq.workflows.qat import resume_qat, run_qat
+
 EPILOG = """examples:
   yoloq qat --weights demo --data demo --epochs 2 --iters 20 --out runs/qat_demo
   yoloq qat --weights yolov7.pt --data coco.yaml --ptq runs/yolov7_ptq/ptq.pt --out runs/qat
@@ -101,10 +106,6 @@ _RESUME_FIELDS = ("device", "workers")
 
 
 def run(args) -> int:
-    from yoloq.errors import YoloqError
-    from yoloq.qat import QatConfig, resume_qat, run_qat
-    from yoloq.report import print_report
-
     given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) is not None}
     if args.resume:
         changed = sorted(set(given) - set(_RESUME_FIELDS))

@@ -4,6 +4,9 @@ MaxPool without reformatting."""
 from __future__ import annotations
 
 import argparse
+import json
+
+from yoloq.models.quantized import placement_groups
 
 EPILOG = """examples:
   yoloq rules yolov7
@@ -49,10 +52,6 @@ def display_name(quantizer_path: str) -> str:
 
 
 def run(args) -> int:
-    import json
-
-    from yoloq.models.quantized import placement_groups
-
     groups = placement_groups(args.weights, tuple(args.ignore or ()))
     if args.json:
         print(json.dumps({"groups": [group.to_dict() for group in groups]}, indent=2))

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from yoloq.console import console
+from yoloq.workflows.sensitivity import SensitivityConfig, run_sensitivity
+from yoloq.workflows.steps import sensitivity_table
+
 EPILOG = """examples:
   yoloq sensitivity --weights demo --data demo --mode proxy
   yoloq sensitivity --weights yolov7.pt --data coco.yaml --mode map --val-images 500
@@ -50,15 +54,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from yoloq.console import console
-    from yoloq.sensitivity import SensitivityConfig, run_sensitivity, sensitivity_table
-
     fields = ("weights", "data", "out", "ptq", "mode", "granularity", "inverse", "val_images",
               "proxy_batches", "target_drop", "max_layers", "top", "profile", "method",
               "calib_images", "batch", "img", "device", "workers")
     config = SensitivityConfig(**{name: getattr(args, name) for name in fields})
     result = run_sensitivity(config)
-    console.print(sensitivity_table(result, config.mode))
+    console.print(sensitivity_table(result.ranking, config.mode))
     if result.search:
         search = result.search
         console.print(f"kept float: {', '.join(search.fallback) or 'none'}; mAP@.5:.95 drop "

@@ -4,6 +4,20 @@ a drawing of what TensorRT made of them."""
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from yoloq.errors import YoloqError
+from yoloq.report import write_text_atomic
+from yoloq.runtime.tensorrt import (
+    BuildSettings,
+    benchmark_engine,
+    build_engine,
+    draw_engine,
+    load_engine_graph,
+)
+from yoloq.runtime.tensorrt.api import load_tensorrt
+from yoloq.runtime.tensorrt.layers import summarize
 
 EPILOG = """examples:
   yoloq export --weights runs/ptq/ptq.pt --fp16 --dynamic --out ptq_fp16.onnx
@@ -85,11 +99,6 @@ def _register_build(commands) -> None:
 
 
 def run_build(args) -> int:
-    from yoloq.errors import YoloqError
-    from yoloq.runtime.tensorrt import BuildSettings, build_engine, load_engine_graph
-    from yoloq.runtime.tensorrt.api import load_tensorrt
-    from yoloq.runtime.tensorrt.layers import summarize
-
     api = load_tensorrt()  # before anything else: the one thing a CPU machine lacks
     batch = args.batch or ((1, 1, 16) if args.dynamic else None)
     settings = BuildSettings(
@@ -146,13 +155,6 @@ def _register_bench(commands) -> None:
 
 
 def run_bench(args) -> int:
-    import json
-    from pathlib import Path
-
-    from yoloq.report import write_text_atomic
-    from yoloq.runtime.tensorrt import benchmark_engine
-    from yoloq.runtime.tensorrt.api import load_tensorrt
-
     api = load_tensorrt()
     engine = Path(args.engine)
     profile = (
@@ -210,11 +212,6 @@ def _register_draw(commands) -> None:
 
 
 def run_draw(args) -> int:
-    from pathlib import Path
-
-    from yoloq.runtime.tensorrt import draw_engine, load_engine_graph
-    from yoloq.runtime.tensorrt.layers import summarize
-
     layers = Path(args.layers)
     graph = load_engine_graph(layers, args.profile)
     stem = layers.name.removesuffix(".json").removesuffix(".layers").removesuffix(".graph")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from yoloq.data.demo import DEMO, demo_data
 from yoloq.errors import YoloqError
 
 SPLITS = ("train", "val", "test")
@@ -42,9 +43,7 @@ def load_data_config(path: str | Path) -> DataConfig:
     or, without it, against the YAML's folder, so a dataset can be moved as a whole.
     `"demo"` names the built-in synthetic benchmark (generated on first use).
     """
-    if str(path) == "demo":
-        from yoloq.builtin import demo_data
-
+    if str(path) == DEMO:
         path = demo_data()
     file = Path(path)
     if not file.is_file():

@@ -2,11 +2,10 @@
 
 from yoloq.export.detector import (
     detector_metadata,
-    export_and_check,
     export_detector,
     read_metadata,
 )
 from yoloq.export.onnx import export_onnx
 
-__all__ = ["detector_metadata", "export_and_check", "export_detector", "export_onnx",
+__all__ = ["detector_metadata", "export_detector", "export_onnx",
            "read_metadata"]

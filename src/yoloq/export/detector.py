@@ -1,5 +1,6 @@
-"""Export of YOLO detectors: the official input/output layout, metadata that makes the
-.onnx self-describing, and the check of ONNX Runtime against torch after export."""
+"""Export of YOLO detectors: the official input/output layout, and metadata that makes
+the .onnx self-describing. (The check of ONNX Runtime against torch after export is
+`yoloq.workflows.steps.check_export`: export knows no runtime.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch.nn as nn
 
 from yoloq.export.fp16 import FP16_QDQ_OPSET, convert_to_fp16
 from yoloq.export.onnx import export_onnx
+from yoloq.quant.quantizer import QuantMode, iter_quantizers
 
 
 class _FirstOutput(nn.Module):
@@ -70,8 +72,6 @@ def export_detector(
 
 def has_quantizers(model: nn.Module) -> bool:
     """Whether `model` exports Q/DQ nodes (some quantizer is quantizing)."""
-    from yoloq.quant.quantizer import QuantMode, iter_quantizers
-
     return any(q.mode == QuantMode.QUANTIZING for _, q in iter_quantizers(model))
 
 
@@ -86,32 +86,3 @@ def detector_metadata(names, img_size: int, stride: int, precision: str,
     """What a runtime needs to know to run an exported detector."""
     return {"names": json.dumps(list(names)), "img_size": str(img_size), "stride": str(stride),
             "precision": precision, "profile": profile or "", "producer": "yoloq"}
-
-
-def export_and_check(predictor, out: str | Path, img_size: int, opset: int = 13,
-                     dynamic: bool = True, fp16: bool = False, fp16_io: bool = False) -> dict:
-    """Export a Predictor's torch model and compare ONNX Runtime's output with torch's.
-
-    Returns the max absolute error over the output, that error on the scores in steps
-    of the score grid (1/127), and on the boxes in pixels, over a batch of smooth
-    random images. With `fp16` the float parts are exported in FP16 and compared with
-    the FP32 torch model (ONNX Runtime's CPU runs FP16 nodes it has no kernel for in
-    FP32, so the error is FP16's rounding of weights and activations).
-    """
-    from yoloq.runtime import OrtModel
-
-    precision = "fp16" if fp16 and predictor.precision == "fp32" else predictor.precision
-    metadata = detector_metadata(predictor.names, img_size, predictor.stride, precision,
-                                 predictor.profile)
-    path = export_detector(predictor.model, out, img_size, opset, dynamic, metadata, fp16,
-                           fp16_io)
-    generator = torch.Generator().manual_seed(0)
-    low = torch.rand(2 if dynamic else 1, 3, img_size // 8, img_size // 8,
-                     generator=generator)
-    images = nn.functional.interpolate(low, size=(img_size, img_size), mode="bilinear")
-    expected = predictor(images).float().cpu()
-    actual = OrtModel(path, providers=["CPUExecutionProvider"])(images)
-    scores_error = (actual[..., 4:] - expected[..., 4:]).abs().max().item()
-    return {"path": str(path), "max_abs_error": (actual - expected).abs().max().item(),
-            "max_error_steps": scores_error * 127,
-            "max_box_error_px": (actual[..., :4] - expected[..., :4]).abs().max().item()}

@@ -33,10 +33,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from yoloq.graph.ops import QDQ_OPS
+
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)
 FP16_TINY = float(np.float16(2.0**-24))  # the smallest positive float16 (subnormal)
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 FP16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 from opset 19
 
 

@@ -19,25 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from yoloq.graph.ops import CONCAT_TORCH, MAXPOOL_TORCH, RESAMPLE_TORCH, RESHAPE_TORCH
 from yoloq.graph.trace import Dataflow, OpRecord, trace_dataflow
 from yoloq.graph.unionfind import UnionFind
-
-CONCAT_OPS = frozenset({"cat", "concat", "concatenate"})
-# fmt: off
-MAXPOOL_OPS = frozenset({
-    "max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices",
-    "max_pool2d_with_indices", "max_pool3d_with_indices", "adaptive_max_pool1d",
-    "adaptive_max_pool2d", "adaptive_max_pool3d",
-})
-# Ops that keep every value as it is (they copy, select or rearrange): TensorRT moves Q/DQ
-# through them. Interpolation counts only in nearest mode (others compute new values).
-RESHAPE_OPS = frozenset({
-    "view", "reshape", "flatten", "unflatten", "permute", "transpose", "t", "squeeze",
-    "unsqueeze", "contiguous", "__getitem__", "narrow", "split", "chunk", "unbind", "clone",
-    "detach", "dropout", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
-})
-# fmt: on
-RESAMPLE_OPS = frozenset({"interpolate", "upsample", "upsample_nearest2d"})
 
 
 @dataclass(frozen=True)
@@ -69,12 +53,12 @@ def share_tensor_readers(flow: Dataflow, sets: UnionFind) -> None:
 
 def share_concat_scales(flow: Dataflow, sets: UnionFind) -> None:
     """A Concat's inputs and its output: int8 concatenation copies bytes, one scale."""
-    _join_through(flow, sets, lambda op: op.name in CONCAT_OPS)
+    _join_through(flow, sets, lambda op: op.name in CONCAT_TORCH)
 
 
 def share_maxpool_scales(flow: Dataflow, sets: UnionFind) -> None:
     """A MaxPool's input and output: max commutes with quantization."""
-    _join_through(flow, sets, lambda op: op.name in MAXPOOL_OPS)
+    _join_through(flow, sets, lambda op: op.name in MAXPOOL_TORCH)
 
 
 def share_through_reshapes(flow: Dataflow, sets: UnionFind) -> None:
@@ -82,7 +66,7 @@ def share_through_reshapes(flow: Dataflow, sets: UnionFind) -> None:
     _join_through(
         flow,
         sets,
-        lambda op: op.name in RESHAPE_OPS or (op.name in RESAMPLE_OPS and op.mode == "nearest"),
+        lambda op: op.name in RESHAPE_TORCH or (op.name in RESAMPLE_TORCH and op.mode == "nearest"),
     )
 
 

@@ -30,22 +30,17 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from yoloq.graph.ops import DEQUANTIZE, QDQ_OPS, QUANTIZE, TRANSPARENT_ONNX
 from yoloq.graph.unionfind import UnionFind
 
 # fmt: off
 KINDS = ("concat", "maxpool", "shared-tensor", "conv-output-qdq", "float-op",
          "weight-per-tensor")
-# Ops through which TensorRT propagates Q/DQ (values kept as they are); the index of
-# their data input (None: every input, as for Concat).
-TRANSPARENT = {"Concat": None, "MaxPool": 0, "Resize": 0, "Upsample": 0, "Reshape": 0,
-               "Flatten": 0, "Squeeze": 0, "Unsqueeze": 0, "Transpose": 0, "Identity": 0,
-               "Slice": 0, "Split": 0, "Dropout": 0, "SpaceToDepth": 0, "DepthToSpace": 0}
 CONV_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 # Pointwise ops TensorRT fuses into the Conv that produces their input.
 ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid",
                          "HardSwish", "Elu", "Selu", "Softplus", "PRelu", "Mul", "Mish"})
 # fmt: on
-QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 # Relative difference below which two scales count as equal (float32 rounding).
 SCALE_RTOL = 1e-6
 
@@ -121,9 +116,9 @@ class QdqGraph:
 
     def is_activation_q(self, node: onnx.NodeProto) -> bool:
         """A Q (or DQ) of activations: its data is computed, not a stored weight."""
-        if node.op_type == "DequantizeLinear" and self.op(node.input[0]) == "QuantizeLinear":
+        if node.op_type == DEQUANTIZE and self.op(node.input[0]) == QUANTIZE:
             return self.is_activation_q(self.producer[node.input[0]])
-        return node.op_type in QDQ and self.constant(node.input[0]) is None
+        return node.op_type in QDQ_OPS and self.constant(node.input[0]) is None
 
     def domain_of(self, tensor: str) -> str:
         """The root tensor of the scale domain `tensor` belongs to."""
@@ -148,13 +143,13 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
 
 
 def _data_inputs(node: onnx.NodeProto) -> list[str]:
-    index = TRANSPARENT.get(node.op_type, 0)
+    index = TRANSPARENT_ONNX.get(node.op_type, 0)
     inputs = list(node.input) if index is None else list(node.input[index : index + 1])
     return [name for name in inputs if name]
 
 
 def _is_transparent(node: onnx.NodeProto) -> bool:
-    if node.op_type not in TRANSPARENT:
+    if node.op_type not in TRANSPARENT_ONNX:
         return False
     if node.op_type in ("Resize", "Upsample"):
         modes = [a.s for a in node.attribute if a.name == "mode"]
@@ -172,7 +167,7 @@ def _scale_domains(graph: QdqGraph) -> dict[str, str]:
             for name in [*data[1:], *outputs]:
                 if data and name:
                     sets.union(name, data[0])
-        elif node.op_type == "DequantizeLinear" and graph.op(node.input[0]) == "QuantizeLinear":
+        elif node.op_type == DEQUANTIZE and graph.op(node.input[0]) == QUANTIZE:
             sets.union(node.output[0], graph.producer[node.input[0]].input[0])
     return sets.roots()
 
@@ -182,8 +177,8 @@ def _scale_findings(graph: QdqGraph) -> list[Finding]:
     or one shared-tensor finding where the domain has neither."""
     scales: dict[str, list[np.ndarray]] = {}
     for node in graph.nodes:
-        if node.op_type in QDQ and graph.is_activation_q(node):
-            tensor = node.input[0] if node.op_type == "QuantizeLinear" else node.output[0]
+        if node.op_type in QDQ_OPS and graph.is_activation_q(node):
+            tensor = node.input[0] if node.op_type == QUANTIZE else node.output[0]
             scales.setdefault(graph.domain_of(tensor), []).append(graph.scale(node))
     mixed = {root: values for root, values in scales.items() if _distinct(values) > 1}
     findings, reported = [], set()
@@ -254,7 +249,7 @@ def _conv_source(graph: QdqGraph, tensor: str, depth: int = 4) -> onnx.NodeProto
 def _dequantized(graph: QdqGraph, tensor: str) -> onnx.NodeProto | None:
     """The activation Q whose DQ produces `tensor`, if any."""
     node = graph.producer.get(tensor)
-    if node is None or node.op_type != "DequantizeLinear" or not graph.is_activation_q(node):
+    if node is None or node.op_type != DEQUANTIZE or not graph.is_activation_q(node):
         return None
     return graph.producer.get(node.input[0])
 
@@ -262,8 +257,8 @@ def _dequantized(graph: QdqGraph, tensor: str) -> onnx.NodeProto | None:
 def _conv_output_findings(graph: QdqGraph) -> list[Finding]:
     findings = []
     for node in graph.nodes:
-        if node.op_type == "QuantizeLinear" and graph.op(node.input[0]) in CONV_OPS:
-            dqs = graph.readers_of(node.output[0], ["DequantizeLinear"])
+        if node.op_type == QUANTIZE and graph.op(node.input[0]) in CONV_OPS:
+            dqs = graph.readers_of(node.output[0], [DEQUANTIZE])
             after = [r for dq in dqs for r in graph.readers.get(dq.output[0], [])]
             after += graph.readers.get(node.input[0], [])
             if any(r.op_type in ACTIVATIONS for r in after):
@@ -293,15 +288,15 @@ def _conv_output_findings(graph: QdqGraph) -> list[Finding]:
 def _float_op_findings(graph: QdqGraph, covered: set[str]) -> list[Finding]:
     quantized, scaled = set(), set()
     for node in graph.nodes:
-        if node.op_type in QDQ and graph.is_activation_q(node):
-            tensor = node.input[0] if node.op_type == "QuantizeLinear" else node.output[0]
+        if node.op_type in QDQ_OPS and graph.is_activation_q(node):
+            tensor = node.input[0] if node.op_type == QUANTIZE else node.output[0]
             scaled.add(graph.domain_of(tensor))
-            if node.op_type == "QuantizeLinear":
+            if node.op_type == QUANTIZE:
                 quantized.add(graph.domain_of(tensor))
     findings = []
     for node in graph.nodes:
         if (
-            node.op_type in QDQ
+            node.op_type in QDQ_OPS
             or node.op_type in CONV_OPS
             or node.op_type == "Constant"
             or _is_transparent(node)
@@ -346,7 +341,7 @@ def _weight_findings(graph: QdqGraph) -> list[Finding]:
         if _dequantized(graph, node.input[0]) is None:
             continue  # a float layer: its weights stay float too
         weight = graph.producer.get(node.input[1])
-        if weight is None or weight.op_type != "DequantizeLinear":
+        if weight is None or weight.op_type != DEQUANTIZE:
             findings.append(
                 Finding(
                     "weight-per-tensor",
@@ -371,6 +366,6 @@ def _out_channels(graph: QdqGraph, node: onnx.NodeProto) -> int | None:
     """Output channels of a Conv from its weight shape, when the weight is a constant."""
     weight = graph.producer[node.input[1]]
     value = graph.constant(weight.input[0])
-    if value is None and graph.op(weight.input[0]) == "QuantizeLinear":
+    if value is None and graph.op(weight.input[0]) == QUANTIZE:
         value = graph.constant(graph.producer[weight.input[0]].input[0])
     return None if value is None or value.ndim == 0 else int(value.shape[0])

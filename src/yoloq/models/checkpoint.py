@@ -1,4 +1,4 @@
-"""Load official YOLOv5 / YOLOv7 ``.pt`` checkpoints without their repositories.
+"""Load official YOLO ``.pt`` checkpoints (YOLOv5, YOLOv7, ...) without their repositories.
 
 An official checkpoint pickles whole model objects (classes from
 ``models.yolo``, ``models.common``, ``utils.*`` and ``torch.nn``). Unpickling
@@ -12,7 +12,9 @@ yoloq reads them with a restricted unpickler instead:
 
 The model is then rebuilt from the YAML dict the checkpoint carries
 (``model.yaml``) and the tensors found in the recorded ``_parameters`` and
-``_buffers`` are loaded with ``strict=True``.
+``_buffers`` are loaded with ``strict=True``. Nothing here knows a model
+family: which blocks a checkpoint stores already fused is the family's
+``match_fused_layout`` hook (``yoloq.models.families``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ import torch
 from torch import nn
 
 from yoloq.errors import YoloqError
-from yoloq.models.common import Conv, RepConv
-from yoloq.models.heads import IDetect
 from yoloq.models.yolo import Model
 
 # Prefixes of pickled class paths that become inert placeholders.
@@ -180,7 +180,7 @@ def _describe_unreadable(path: Path, error: Exception) -> str:
 
 
 def load_checkpoint(path: str | Path) -> Model:
-    """Load an official YOLOv5 (v7.0) / YOLOv7 ``.pt`` checkpoint as a float32 eval-mode Model.
+    """Load an official ``.pt`` checkpoint of a registered family as a float32 eval-mode Model.
 
     Takes ``ckpt['ema']`` when present, else ``ckpt['model']``. No code from the
     checkpoint runs: see the module docstring.
@@ -207,9 +207,10 @@ def load_checkpoint(path: str | Path) -> Model:
         model = Model(cfg, anchor_grid_buffer=any(k.endswith(".anchor_grid") for k in state))
     except YoloqError as e:
         raise YoloqError(f"{path}: {e}") from None
-    _match_fused_layout(model, state, pickled)
+    pickled_by_name = dict(_pickled_modules(pickled))
+    model.family.match_fused_layout(model, state, pickled_by_name)
     _load_state(model, state, path)
-    _copy_batch_norm_settings(model, pickled)
+    _copy_batch_norm_settings(model, pickled_by_name)
     names = getattr(pickled, "names", None)
     if names:
         model.names = [str(n) for n in (names.values() if isinstance(names, dict) else names)]
@@ -238,21 +239,6 @@ def _pickled_modules(obj: PickledObject, prefix: str = "") -> Iterator[tuple[str
             yield from _pickled_modules(child, f"{prefix}{name}.")
 
 
-def _match_fused_layout(model: Model, state: dict, pickled: PickledObject) -> None:
-    """Fuse the blocks that the checkpoint stores already fused.
-
-    Conv without ``bn`` and RepConv with ``rbr_reparam`` show in the keys; a
-    folded IDetect only in the ``fused`` flag that yoloq's own head pickles.
-    """
-    pickled_by_name = dict(_pickled_modules(pickled))
-    for name, module in model.named_modules():
-        fused_conv = isinstance(module, Conv) and f"{name}.bn.weight" not in state
-        fused_rep = isinstance(module, RepConv) and f"{name}.rbr_reparam.weight" in state
-        fused_head = isinstance(module, IDetect) and getattr(pickled_by_name.get(name), "fused", 0)
-        if fused_conv or fused_rep or fused_head:
-            module.fuse()
-
-
 def _load_state(model: Model, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state, strict=True)
@@ -274,9 +260,8 @@ def _key_mismatch(model: nn.Module, state: dict) -> str:
     return "; ".join(parts) or "unknown mismatch"
 
 
-def _copy_batch_norm_settings(model: Model, pickled: PickledObject) -> None:
+def _copy_batch_norm_settings(model: Model, pickled_by_name: dict[str, PickledObject]) -> None:
     """Use the checkpoint's BatchNorm eps/momentum (eps changes the outputs)."""
-    pickled_by_name = dict(_pickled_modules(pickled))
     for name, module in model.named_modules():
         source = pickled_by_name.get(name)
         if isinstance(module, nn.BatchNorm2d) and source is not None:

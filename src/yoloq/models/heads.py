@@ -1,4 +1,10 @@
-"""Detection heads: YOLOv5/YOLOv7 ``Detect``, YOLOv7 ``IDetect`` and ``IAuxDetect``.
+"""The anchor-based detection head ``Detect`` that YOLOv5 and YOLOv7 share.
+
+Shared because both families name ``Detect`` in their configs and decode its
+outputs the same way; they differ only in one buffer, chosen by the
+``anchor_grid_buffer`` flag that each family's ``head_kwargs`` hook sets
+(YOLOv7's ``IDetect`` and ``IAuxDetect`` extend it in
+``yoloq.models.families.yolov7``).
 
 In train mode a head returns the raw per-level maps ``[b, na, ny, nx, 5 + nc]``
 (what the loss needs). In eval mode it returns ``(predictions, raw)`` where
@@ -17,8 +23,6 @@ import math
 
 import torch
 from torch import nn
-
-from yoloq.models.common import ImplicitA, ImplicitM
 
 
 class Detect(nn.Module):
@@ -81,6 +85,17 @@ class Detect(nn.Module):
             return self.anchor_grid[i]
         return (self.anchors[i] * stride).view(1, self.na, 1, 1, 2)
 
+    def set_strides(self, stride: torch.Tensor) -> None:
+        """Take the measured strides: anchors into stride units, then the prior biases.
+
+        The Model calls this once after building, so a head of another family
+        only has to know what its own strides mean.
+        """
+        self.stride = stride
+        self.check_anchor_order()
+        self.anchors /= self.stride.view(-1, 1, 1)
+        self.initialize_biases()
+
     def check_anchor_order(self) -> None:
         """Flip the anchors if their size order disagrees with the stride order (official check)."""
         area = self.anchors.prod(-1).mean(-1).view(-1)
@@ -104,65 +119,3 @@ class Detect(nn.Module):
 
     def fuse(self) -> None:
         """Nothing to fold in a plain Detect head."""
-
-
-class IDetect(Detect):
-    """YOLOv7 head: ``ImplicitA`` before and ``ImplicitM`` after each output convolution.
-
-    ``fuse()`` folds both implicit layers into the output convolutions (as the
-    official ``IDetect.fuse``); the ``ia``/``im`` modules then stay registered
-    but unused, like in the official fused model.
-    """
-
-    def __init__(self, nc=80, anchors=(), ch=()):
-        super().__init__(nc, anchors, ch, anchor_grid_buffer=True)
-        self._add_implicit_layers(ch)
-
-    def _add_implicit_layers(self, ch) -> None:
-        self.ia = nn.ModuleList(ImplicitA(c) for c in ch[: self.nl])
-        self.im = nn.ModuleList(ImplicitM(self.no * self.na) for _ in ch[: self.nl])
-        self.fused = False
-
-    def _head_conv(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:
-            return self.m[i](x)
-        return self.im[i](self.m[i](self.ia[i](x)))
-
-    @torch.no_grad()
-    def fuse(self) -> None:
-        if self.fused:
-            return
-        for conv, add, mul in zip(self.m, self.ia, self.im):
-            # conv(x + a) = conv(x) + W @ a ; then (conv(x) + b') * m folds into W and b.
-            weight = conv.weight.view(conv.out_channels, -1)
-            conv.bias += weight @ add.implicit.view(-1)
-            conv.bias *= mul.implicit.view(-1)
-            conv.weight *= mul.implicit.view(-1, 1, 1, 1)
-        self.fused = True
-
-
-class IAuxDetect(IDetect):
-    """YOLOv7 P6 head: ``IDetect`` on the first ``nl`` inputs plus auxiliary convs ``m2``.
-
-    The auxiliary outputs (lead-guided training) exist only in train mode,
-    where the head returns ``2 * nl`` raw levels; eval skips them.
-    """
-
-    def __init__(self, nc=80, anchors=(), ch=()):
-        # Registration order m, m2, ia, im matches the official state_dict order.
-        Detect.__init__(self, nc, anchors, ch, anchor_grid_buffer=True)
-        self.m2 = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in ch[self.nl :])
-        self._add_implicit_layers(ch)
-
-    def forward(self, x: list[torch.Tensor]):
-        if not self.training:
-            return super().forward(x[: self.nl])
-        lead = super().forward(x[: self.nl])
-        aux = [self._to_levels(conv(xi)) for conv, xi in zip(self.m2, x[self.nl :])]
-        return lead + aux
-
-    def output_convs(self) -> list[nn.Conv2d]:
-        return list(self.m) + list(self.m2)
-
-
-DETECTION_HEADS = (Detect, IDetect, IAuxDetect)

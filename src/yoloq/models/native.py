@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from yoloq.errors import YoloqError
+from yoloq.models.yolo import Model
 
 FLOAT_FORMAT = "yoloq-float"
 FORMAT_VERSION = 1
@@ -68,8 +69,6 @@ def read_native(path: str | Path) -> dict | None:
 
 def load_float_checkpoint(path: str | Path, payload: dict | None = None):
     """The float32 `Model` in eval mode, with `names` and `img_size` set."""
-    from yoloq.models.yolo import Model
-
     payload = payload or read_native(path)
     if payload is None or payload.get("format") != FLOAT_FORMAT:
         raise YoloqError(f"{path}: not a yoloq float checkpoint")

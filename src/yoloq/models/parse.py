@@ -6,6 +6,10 @@ Arguments are resolved without ``eval``: ``nc`` and ``anchors`` name the dict's
 values, ``None`` is None, and activations are written ``nn.Name(args)``.
 Each layer gets the official attributes ``.i`` (index), ``.f`` (from),
 ``.type`` and ``.np`` (number of parameters).
+
+The parser knows no model family: the family that claims the dict
+(``yoloq.models.families.family_for``) supplies the layer table, mapping each
+module name to its class and channel rule, and the head's extra kwargs.
 """
 
 from __future__ import annotations
@@ -13,51 +17,11 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from torch import nn
 
 from yoloq.errors import YoloqError
-from yoloq.models import common
-from yoloq.models.heads import DETECTION_HEADS, Detect, IAuxDetect, IDetect
-
-
-@dataclass(frozen=True)
-class LayerKind:
-    """How the builder treats a module: its class and its channel rule."""
-
-    cls: Callable[..., nn.Module]
-    channels: str  # "conv": args[0] is c2 (scaled); "concat", "shortcut", "reorg", "head", "same"
-    takes_repeats: bool = False  # the repeat count goes into the args instead of stacking copies
-
-
-MODULES: dict[str, LayerKind] = {
-    "Conv": LayerKind(common.Conv, "conv"),
-    "RepConv": LayerKind(common.RepConv, "conv"),
-    "Bottleneck": LayerKind(common.Bottleneck, "conv"),
-    "C3": LayerKind(common.C3, "conv", takes_repeats=True),
-    "SPPF": LayerKind(common.SPPF, "conv"),
-    "SPPCSPC": LayerKind(common.SPPCSPC, "conv", takes_repeats=True),
-    "DownC": LayerKind(common.DownC, "conv", takes_repeats=True),
-    "nn.Conv2d": LayerKind(nn.Conv2d, "conv"),
-    "nn.BatchNorm2d": LayerKind(nn.BatchNorm2d, "batchnorm"),
-    "Concat": LayerKind(common.Concat, "concat"),
-    "Shortcut": LayerKind(common.Shortcut, "shortcut"),
-    "ReOrg": LayerKind(common.ReOrg, "reorg"),
-    "MP": LayerKind(common.MP, "same"),
-    "SP": LayerKind(common.SP, "same"),
-    "nn.Upsample": LayerKind(nn.Upsample, "same"),
-    "nn.MaxPool2d": LayerKind(nn.MaxPool2d, "same"),
-    "Detect": LayerKind(Detect, "head"),
-    "IDetect": LayerKind(IDetect, "head"),
-    "IAuxDetect": LayerKind(IAuxDetect, "head"),
-}
-
-# Modules that only YOLOv7 configs use: their presence means ``Detect`` is YOLOv7's
-# (with an ``anchor_grid`` buffer) rather than YOLOv5 v7.0's.
-YOLOV7_MODULES = {"MP", "SP", "SPPCSPC", "RepConv", "ReOrg", "DownC", "Shortcut"}
-YOLOV7_MODULES |= {"IDetect", "IAuxDetect"}
+from yoloq.models.families import Family, LayerKind, family_for, head_classes, known_modules
 
 ACTIVATIONS = {
     "SiLU": nn.SiLU,
@@ -87,11 +51,6 @@ def parse_activation(text: str) -> nn.Module:
     return ACTIVATIONS[match.group(1)](*args)
 
 
-def is_yolov7(d: dict) -> bool:
-    """Whether the config is a YOLOv7 one (decides the layout of ``Detect``)."""
-    return any(layer[2] in YOLOV7_MODULES for layer in d["backbone"] + d["head"])
-
-
 def resolve_arg(value, d: dict):
     """One YAML argument: names of the dict's values, ``None`` and activations become objects."""
     if not isinstance(value, str):
@@ -108,29 +67,48 @@ def resolve_arg(value, d: dict):
 
 
 def validate_model_dict(d: dict, source: str) -> None:
+    """Raise a YoloqError naming ``source`` unless ``d`` is a model dict some family builds."""
     required = ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head")
     missing = [key for key in required if key not in d]
     if missing:
         raise YoloqError(f"{source}: model config lacks {', '.join(missing)}")
+    known = known_modules()
     for i, layer in enumerate(d["backbone"] + d["head"]):
         if not (isinstance(layer, (list, tuple)) and len(layer) == 4):
             raise YoloqError(f"{source}: layer {i} is not [from, number, module, args]: {layer}")
-        if layer[2] not in MODULES:
-            known = ", ".join(sorted(MODULES))
+        if layer[2] not in known:
             raise YoloqError(
-                f"{source}: layer {i} uses unknown module {layer[2]!r} (known: {known})"
+                f"{source}: layer {i} uses unknown module {layer[2]!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+    _check_family_layers(d, source)
+
+
+def _check_family_layers(d: dict, source: str) -> None:
+    """Every module must be one of the claiming family's (only user families can differ)."""
+    try:
+        family = family_for(d)
+    except YoloqError as e:
+        raise YoloqError(f"{source}: {e}") from None
+    for i, layer in enumerate(d["backbone"] + d["head"]):
+        if layer[2] not in family.layers:
+            raise YoloqError(
+                f"{source}: layer {i} uses module {layer[2]!r}, which the {family.name} family "
+                f"lacks (it has: {', '.join(sorted(family.layers))})"
             )
 
 
-def parse_model(d: dict, ch: int = 3, anchor_grid_buffer: bool | None = None):
+def parse_model(
+    d: dict, ch: int = 3, anchor_grid_buffer: bool | None = None, family: Family | None = None
+):
     """Build the layers of model dict ``d`` for ``ch`` input channels.
 
+    ``family`` supplies the layer table; None means the family that claims ``d``.
     ``anchor_grid_buffer`` chooses the YOLOv7 (True) or YOLOv5 (False) layout
-    of a plain ``Detect``; None decides from the config's modules.
+    of a plain ``Detect``; None leaves it to the family.
     Returns ``(nn.Sequential of layers, sorted indices of outputs to keep)``.
     """
-    if anchor_grid_buffer is None:
-        anchor_grid_buffer = is_yolov7(d)
+    family = family or family_for(d)
     if d.get("activation"):
         raise YoloqError("a model-wide 'activation' override is not supported; set act per layer")
     anchors, nc = d["anchors"], d["nc"]
@@ -139,7 +117,7 @@ def parse_model(d: dict, ch: int = 3, anchor_grid_buffer: bool | None = None):
 
     layers, save, channels = [], [], [ch]
     for i, (f, n, name, args) in enumerate(d["backbone"] + d["head"]):
-        kind = MODULES[name]
+        kind = family.layers[name]
         args = [resolve_arg(a, d) for a in args]
         n = max(round(n * d["depth_multiple"]), 1) if n > 1 else n
         inputs = [channels[f]] if isinstance(f, int) else [channels[x] for x in f]
@@ -147,7 +125,8 @@ def parse_model(d: dict, ch: int = 3, anchor_grid_buffer: bool | None = None):
         if kind.takes_repeats:
             args.insert(2, n)
             n = 1
-        kwargs = {"anchor_grid_buffer": anchor_grid_buffer} if kind.cls is Detect else {}
+        is_head = kind.channels == "head"
+        kwargs = family.head_kwargs(kind.cls, anchor_grid_buffer) if is_head else {}
         module = _instantiate(kind.cls, args, kwargs, n)
         module.i, module.f, module.type = i, f, name
         module.np = sum(p.numel() for p in module.parameters())
@@ -189,7 +168,8 @@ def _instantiate(cls, args: list, kwargs: dict, n: int) -> nn.Module:
 
 
 def find_head(model: nn.Sequential) -> nn.Module:
+    """The last layer, which must be the head of some registered family."""
     head = model[-1]
-    if not isinstance(head, DETECTION_HEADS):
+    if not isinstance(head, head_classes()):
         raise YoloqError(f"the last layer must be a detection head, got {type(head).__name__}")
     return head

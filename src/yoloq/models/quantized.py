@@ -19,9 +19,10 @@ import torch
 import torch.nn as nn
 
 from yoloq.errors import YoloqError
-from yoloq.graph import apply_ties, find_scale_groups, quantizer_ties, tie_quantizers
+from yoloq.graph import apply_ties, find_scale_groups, quantizer_ties, tie_quantizers, tied_groups
 from yoloq.models import common
 from yoloq.models.native import atomic_torch_save, read_native
+from yoloq.models.registry import load_model
 from yoloq.models.yolo import Model
 from yoloq.quant import (
     QuantConfig,
@@ -151,9 +152,6 @@ def placement_groups(weights: str | Path, ignore: list[str] | tuple[str, ...] = 
     reads (a float checkpoint, a YAML config, a shipped name): quantized here for
     the trt profile with the rules, as `yoloq ptq` would.
     """
-    from yoloq.graph import tied_groups
-    from yoloq.models.registry import load_model
-
     if Path(weights).suffix in (".pt", ".pth") and is_quantized_checkpoint(weights):
         return tied_groups(load_quantized(weights))
     model = load_model(weights).fuse().float().eval()

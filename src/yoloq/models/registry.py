@@ -6,6 +6,9 @@ from importlib import resources
 from pathlib import Path
 
 from yoloq.errors import YoloqError
+from yoloq.models.checkpoint import load_checkpoint
+from yoloq.models.demo import DEMO, demo_model
+from yoloq.models.native import load_float_checkpoint, read_native
 from yoloq.models.yolo import Model, read_model_yaml
 
 _CONFIGS = resources.files("yoloq.models") / "configs"
@@ -55,10 +58,6 @@ def load_model(weights: str | Path) -> Model:
     eval mode with their weights; names and YAML files give a randomly
     initialised model (train mode, like any new ``nn.Module``).
     """
-    from yoloq.builtin import DEMO, demo_model
-    from yoloq.models.checkpoint import load_checkpoint
-    from yoloq.models.native import load_float_checkpoint, read_native
-
     if str(weights) == DEMO:
         return demo_model()
     if Path(weights).suffix not in _CHECKPOINT_SUFFIXES:

@@ -1,4 +1,4 @@
-"""The config-driven YOLOv5 / YOLOv7 detection model."""
+"""The config-driven detection model, for any registered family (YOLOv5, YOLOv7, ...)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import yaml
 from torch import nn
 
 from yoloq.errors import YoloqError
+from yoloq.models.families import Family, family_for
 from yoloq.models.parse import find_head, parse_model, validate_model_dict
 
 # Input size for the dry run that measures the strides: twice the largest
@@ -36,18 +37,20 @@ class Model(nn.Module):
         if nc is not None:
             self.yaml["nc"] = nc
         ch = self.yaml.setdefault("ch", 3)
-        self.model, self.save = parse_model(self.yaml, ch, anchor_grid_buffer)
+        self.model, self.save = parse_model(self.yaml, ch, anchor_grid_buffer, self.family)
         self.names = [f"class{i}" for i in range(self.nc)]
         head = find_head(self.model)
-        head.stride = self._measure_strides(ch)
-        head.check_anchor_order()
-        head.anchors /= head.stride.view(-1, 1, 1)
+        head.set_strides(self._measure_strides(ch))
         self.stride = head.stride
-        head.initialize_biases()
 
     @property
     def nc(self) -> int:
         return self.yaml["nc"]
+
+    @property
+    def family(self) -> Family:
+        """The model family that claims the config (a lookup: nothing extra is pickled)."""
+        return family_for(self.yaml)
 
     @property
     def head(self) -> nn.Module:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch.nn as nn
+from rich.table import Table
 
 from yoloq.console import render_text
 from yoloq.quant.modules import DEFAULT_QUANT_MODULES, OUTPUT_QUANT_MODULES
@@ -40,8 +41,6 @@ class QuantSummary:
 
     def table(self):
         """A rich Table of the rows."""
-        from rich.table import Table
-
         table = Table(title=f"Quantized {len(self.quantized)} of {len(self.rows)} modules")
         outputs = any(row.output_spec for row in self.rows)
         columns = ("module", "type", "input", "weight") + (("output",) if outputs else ())

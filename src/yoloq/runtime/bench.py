@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 from rich.console import Console
 from rich.table import Table
 
@@ -34,6 +35,7 @@ class BenchStats:
     images_per_s: float  # batch / median
     ratio: float | None  # median / the first model's median (None with one model)
     latencies_ms: tuple[float, ...] = ()
+    note: str = ""  # what else the backend measured, for the report (TensorRT: "812 qps")
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,6 @@ def benchmark_onnx(
 
 
 def _open_session(path: Path, threads: int | None):
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads

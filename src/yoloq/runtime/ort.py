@@ -1,17 +1,24 @@
-"""Run an ONNX model in ONNX Runtime as a callable on torch tensors."""
+"""The ONNX Runtime backend: an ONNX model as a callable on torch tensors, its
+Predictor, and interleaved CPU timing."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
+
+from yoloq.errors import YoloqError
+from yoloq.export import read_metadata
+from yoloq.runtime.bench import BenchResult, benchmark_onnx
+from yoloq.runtime.predictor import DEFAULT_IMG_SIZE, Backend, Predictor
 
 
 def default_providers() -> list[str]:
     """CUDA when ONNX Runtime has it and a GPU is present, else the CPU."""
-    import onnxruntime as ort
-
     available = ort.get_available_providers()
     if "CUDAExecutionProvider" in available and torch.cuda.is_available():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -28,8 +35,6 @@ class OrtModel:
 
     def __init__(self, path: str | Path, providers: list[str] | None = None,
                  threads: int | None = None, optimized_path: str | Path | None = None):
-        import onnxruntime as ort
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ONNX model at {path}")
@@ -54,3 +59,32 @@ class OrtModel:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         array = images.detach().cpu().numpy().astype(self.input_dtype, copy=False)
         return torch.from_numpy(self.run(array)[0]).float()
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX files in ONNX Runtime: evaluated on the CPU (or CUDA when asked and present),
+    timed on the CPU with every model interleaved."""
+
+    name = "onnxruntime"
+    suffixes = (".onnx",)
+
+    def load(self, path: Path, device: str | None = None) -> Predictor:
+        path = Path(path)
+        if not path.is_file():
+            raise YoloqError(f"ONNX model not found: {path}")
+        meta = read_metadata(path)
+        if "names" not in meta:
+            raise YoloqError(f"{path}: no class names in its metadata; export it with yoloq")
+        cuda = (device or self.device).startswith("cuda")
+        model = OrtModel(path, providers=default_providers() if cuda else ["CPUExecutionProvider"])
+        profile = meta.get("profile") or None
+        return Predictor(model, json.loads(meta["names"]),
+                         int(meta.get("img_size", DEFAULT_IMG_SIZE)), int(meta.get("stride", 32)),
+                         str(path), self.name, meta.get("precision", "int8" if profile else "fp32"),
+                         profile)
+
+    def bench(self, paths: Sequence[Path], batch_sizes: Sequence[int],
+              img_size: int | None = None, **options) -> BenchResult:
+        known = {key: options[key] for key in ("warmup", "iters", "threads") if key in options}
+        return benchmark_onnx(list(paths), batch_sizes=tuple(batch_sizes), img_size=img_size,
+                              **known)

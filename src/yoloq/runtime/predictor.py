@@ -1,25 +1,33 @@
-"""One way to run any model yoloq handles: float or quantized torch checkpoints,
-shipped architectures, the demo model, ONNX files in ONNX Runtime, and TensorRT
-engines (.engine / .plan, built by `yoloq trt build`).
+"""The one face of every backend: a Predictor to run, a Backend to load and time models.
 
 A Predictor takes a float [B, 3, H, W] batch (RGB, 0..1) and returns raw
 predictions [B, anchors, 5 + nc] (xywh in input pixels, sigmoid scores), which is
 what evaluation, prediction and benchmarks consume.
+
+A Backend (ONNX Runtime, TensorRT, ...) is registered by name in
+`yoloq.runtime.backends`; adding one is one file with a Backend subclass and one
+registry line. Its four verbs:
+
+- `prepare(job, target)`: the file it runs, made from an exported ONNX (ONNX Runtime
+  runs the ONNX itself; TensorRT builds an engine);
+- `load(path, device)`: a Predictor;
+- `bench(paths, batch_sizes, img_size, **options)`: latency per model and batch, as a
+  BenchResult;
+- `unavailable()`: why it cannot run here (None when it can); `check()` raises that.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from yoloq.errors import YoloqError
+from yoloq.runtime.bench import BenchResult
 
 DEFAULT_IMG_SIZE = 640
-ENGINE_SUFFIXES = (".engine", ".plan")
 
 
 @dataclass
@@ -29,7 +37,7 @@ class Predictor:
     img_size: int
     stride: int
     description: str
-    backend: str  # "torch" | "onnxruntime" | "tensorrt"
+    backend: str  # a registered backend's name, or "torch"
     precision: str  # "fp32" | "fp16" | "int8"
     profile: str | None = None
     model: torch.nn.Module | None = None  # the torch model, when there is one
@@ -38,69 +46,61 @@ class Predictor:
         return self.run(images)
 
 
-def load_predictor(weights: str | Path, device: str = "cpu") -> Predictor:
-    """A Predictor for `weights`: a .onnx file, a TensorRT engine (.engine, .plan; on the
-    GPU whatever `device` says), a yoloq quantized checkpoint (ptq.pt, qat.pt), or
-    anything `yoloq.models.load_model` reads (demo, names, YAML, .pt)."""
-    if str(weights).endswith(".onnx"):
-        return _onnx_predictor(Path(weights), device)
-    if Path(weights).suffix in ENGINE_SUFFIXES:
-        return _engine_predictor(Path(weights), device)
-    from yoloq.models import load_model
-    from yoloq.models.quantized import is_quantized_checkpoint, load_quantized
+@dataclass(frozen=True)
+class DeployJob:
+    """One exported model to run on a backend, and what its report row says of it."""
 
-    if Path(weights).suffix in (".pt", ".pth") and is_quantized_checkpoint(weights):
-        model = load_quantized(weights)
-        precision, profile = "int8", model.profile
-    else:
-        model = load_model(weights)
-        if hasattr(model, "fuse"):  # Conv+BN folded: the same outputs, faster
-            model = model.fuse()
-        precision, profile = "fp32", None
-    return torch_predictor(model, str(weights), device, precision, profile)
+    name: str  # file stem: float, ptq_trt, qat_trt
+    model: torch.nn.Module | None  # the torch model it was exported from
+    onnx: Path  # the FP32 export, already written
+    quantized: bool
+    profile: str | None = None
+    notes: str = ""
 
 
-def torch_predictor(model: torch.nn.Module, description: str, device: str = "cpu",
-                    precision: str = "fp32", profile: str | None = None) -> Predictor:
-    model = model.to(device).eval()
+@dataclass(frozen=True)
+class DeployTarget:
+    """Where and for which inputs a backend prepares its files."""
 
-    def run(images: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return model(images.to(device))[0]
-
-    return Predictor(run, list(model.names), int(getattr(model, "img_size", DEFAULT_IMG_SIZE)),
-                     int(torch.as_tensor(model.stride).max()), description, "torch",
-                     precision, profile, model)
-
-
-def _onnx_predictor(path: Path, device: str) -> Predictor:
-    from yoloq.export import read_metadata
-    from yoloq.runtime.ort import OrtModel, default_providers
-
-    if not path.is_file():
-        raise YoloqError(f"ONNX model not found: {path}")
-    meta = read_metadata(path)
-    if "names" not in meta:
-        raise YoloqError(f"{path}: no class names in its metadata; export it with yoloq")
-    providers = default_providers() if device.startswith("cuda") else ["CPUExecutionProvider"]
-    model = OrtModel(path, providers=providers)
-    profile = meta.get("profile") or None
-    return Predictor(model, json.loads(meta["names"]), int(meta.get("img_size", 640)),
-                     int(meta.get("stride", 32)), str(path), "onnxruntime",
-                     meta.get("precision", "int8" if profile else "fp32"), profile)
+    out: Path
+    names: tuple[str, ...]
+    img_size: int
+    stride: int
+    batch: int  # the evaluation batch size
+    bench_batches: tuple[int, ...]
+    opset: int = 13
 
 
-def _engine_predictor(path: Path, device: str) -> Predictor:
-    from yoloq.runtime.tensorrt.engine import EngineRunner, read_engine_metadata, run_in_profile
+class Backend:
+    """A runtime for exported models. Subclasses set the class attributes and override
+    `load` and `bench` (and `prepare` / `unavailable` where they differ)."""
 
-    if not path.is_file():
-        raise YoloqError(f"TensorRT engine not found: {path}")
-    meta = read_engine_metadata(path)
-    runner = EngineRunner(path, device if device.startswith("cuda") else "cuda")
+    name: str = ""
+    suffixes: tuple[str, ...] = ()  # files it runs when no backend is named
+    device: str = "cpu"  # where its predictors run by default
+    float_precision: str = "fp32"  # the precision of its float baseline
+    latency_decimals: int = 2  # of the medians in report rows
 
-    def run(images: torch.Tensor) -> torch.Tensor:
-        return run_in_profile(runner, images, runner.shapes)
+    def unavailable(self) -> str | None:
+        return None
 
-    return Predictor(run, list(meta["names"]), int(meta.get("img_size") or DEFAULT_IMG_SIZE),
-                     int(meta.get("stride") or 32), str(path), "tensorrt",
-                     meta.get("precision", "fp32"), meta.get("profile"))
+    def check(self) -> None:
+        """Raise, naming what is missing, where this backend cannot run."""
+        reason = self.unavailable()
+        if reason is not None:
+            raise YoloqError(reason)
+
+    def prepare(self, job: DeployJob, target: DeployTarget) -> Path:
+        return job.onnx
+
+    def precision(self, job: DeployJob) -> str:
+        return "int8" if job.quantized else self.float_precision
+
+    def load(self, path: Path, device: str | None = None) -> Predictor:
+        raise NotImplementedError(f"{type(self).__name__}.load")
+
+    def bench(self, paths: Sequence[Path], batch_sizes: Sequence[int],
+              img_size: int | None = None, **options) -> BenchResult:
+        """Latency of every model at every batch size. `options` (warmup, iters, threads,
+        ...) are hints: a backend takes those it knows and ignores the others."""
+        raise NotImplementedError(f"{type(self).__name__}.bench")

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from yoloq.errors import YoloqError
 
 MIN_VERSION = (10, 0)
@@ -79,8 +81,6 @@ def import_tensorrt():
 
 def require_gpu() -> None:
     """Raise TensorRTUnavailable unless torch sees a CUDA device (engines run on it)."""
-    import torch
-
     if not torch.cuda.is_available():
         raise TensorRTUnavailable(
             "no NVIDIA GPU with CUDA is visible (torch.cuda.is_available() is False): "

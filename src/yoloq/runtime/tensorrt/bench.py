@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from yoloq.errors import YoloqError
+from yoloq.runtime.tensorrt.engine import EngineRunner
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -139,10 +141,6 @@ def benchmark_engine(
 ) -> EngineBench:
     """Time `path` at `batch` on random input at the engine's tuned height and width;
     with `profile_path`, also write its per-layer profile there."""
-    import torch
-
-    from yoloq.runtime.tensorrt.engine import EngineRunner
-
     runner = EngineRunner(path, "cuda", tensorrt)
     shape = (batch, *runner.shapes.opt[1:])
     low, high = runner.shapes.low[0], runner.shapes.high[0]
@@ -170,8 +168,6 @@ def benchmark_engine(
 
 def _launcher(runner, cuda_graph: bool):
     """(a function that enqueues one inference, whether it replays a CUDA graph)."""
-    import torch
-
     runner.execute()  # the first enqueue after a shape change does setup work
     runner.stream.synchronize()
     if not cuda_graph:
@@ -193,8 +189,6 @@ def _launcher(runner, cuda_graph: bool):
 
 def _event_timed(launch: Callable[[], None], stream) -> Callable[[], float]:
     """One inference between two CUDA events on `stream`; returns its GPU time (ms)."""
-    import torch
-
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
     def step() -> float:

@@ -22,11 +22,11 @@ from pathlib import Path
 import onnx
 
 from yoloq.errors import YoloqError
+from yoloq.graph.ops import QDQ_OPS
 from yoloq.runtime.tensorrt.api import TensorRT, load_tensorrt
 
 DEFAULT_WORKSPACE_MB = 4096
 TIMING_CACHE = "timing.cache"
-QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 Shape = tuple[int, ...]
 
 

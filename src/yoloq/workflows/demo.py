@@ -4,28 +4,43 @@ The demo model (YOLOv7-tiny at half width, trained on yoloq's synthetic dataset)
 is evaluated in float, quantized with histogram-MSE calibration for both
 deployment profiles (trt and ort), exported with Q/DQ, evaluated in ONNX Runtime
 next to the float export, and timed against it; where TensorRT and a GPU are
-present, FP16 and INT8 engines are built, evaluated and timed too. Everything
-lands in --out.
+present, FP16 and INT8 engines are built, evaluated and timed too; with --qat a
+short QAT run of the trt model joins them. Everything lands in --out.
+
+The demo composes the shared steps and the QAT engine itself, as every workflow
+does: it imports no other workflow.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import copy
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from yoloq.console import console
-from yoloq.ptq import (
-    PtqConfig,
-    bench_models,
-    evaluate_onnx,
-    evaluate_predictor,
+from yoloq.models.quantized import load_quantized
+from yoloq.models.sensitivity import yolo_units
+from yoloq.report import Report, ReportRow, plot_report, print_report
+from yoloq.runtime.backends import get_backend
+from yoloq.runtime.predictor import DeployJob
+from yoloq.sensitivity import ResultsStore, rank
+from yoloq.workflows.config import PtqConfig, QatConfig
+from yoloq.workflows.steps import (
+    RESULTS_FILE,
+    Workspace,
+    deploy,
+    evaluate_model,
     export_pair,
-    latency_for,
+    plot_sensitivity,
     prepare,
+    proxy_scores,
     quantize_and_calibrate,
     save_checkpoint,
-    torch_predict,
+    sensitivity_table,
+    torch_row,
 )
+from yoloq.workflows.training import Distributed, build_trainer, create_qat_loader, train_epoch
 
 
 @dataclass(frozen=True)
@@ -49,10 +64,8 @@ class DemoSettings:
 PROFILE_SETTINGS = {"trt": {"profile": "trt"}, "ort": {"profile": "ort", "weight_bits": 7}}
 
 
-def run_demo(settings: DemoSettings | None = None):
+def run_demo(settings: DemoSettings | None = None) -> Report:
     """Run every stage on the built-in benchmark; print and return the report."""
-    from yoloq.report import Report, ReportRow, plot_report, print_report
-
     settings = settings or DemoSettings()
     out = Path(settings.out)
     configs = {name: _ptq_config(settings, **extra) for name, extra in PROFILE_SETTINGS.items()}
@@ -62,9 +75,8 @@ def run_demo(settings: DemoSettings | None = None):
     console.print(f"{len(space.val_loader.dataset)} val images at {space.img_size} px, "
                   f"calibration on {configs['trt'].calib_images} training images")
     _stage("float model")
-    float_eval = evaluate_predictor(torch_predict(space.float_model), space)
-    rows = [ReportRow("demo", "torch", None, "fp32", float_eval.map50_95, float_eval.map50, {})]
-    exports, onnx_evals, ptq_evals, models = {}, {}, {}, {}
+    rows = [torch_row("demo", evaluate_model(space.float_model, space))]
+    jobs, models = [], {}
     for name, config in configs.items():
         _stage(f"PTQ, {name} profile ({config.method} calibration)")
         model, _, quant_config, run = quantize_and_calibrate(space, config)
@@ -72,27 +84,20 @@ def run_demo(settings: DemoSettings | None = None):
                       f"{run.seconds:.1f} s")
         if name == "trt":
             _proxy_sensitivity(model, space, out, settings.sensitivity_batches)
-        result = ptq_evals[name] = evaluate_predictor(torch_predict(model), space)
-        rows.append(ReportRow("demo", "torch", name, "int8", result.map50_95, result.map50, {}))
+        rows.append(torch_row("demo", evaluate_model(model, space), name))
         save_checkpoint(model, out / f"ptq_{name}.pt", config, quant_config, space, run)
-        exports[name], float_onnx = export_pair(model, space, config, out, f"ptq_{name}")
+        onnx_path, float_onnx = export_pair(model, space, config, out, f"ptq_{name}")
+        jobs.append(DeployJob(onnx_path.stem, model, onnx_path, True, name))
         models[name] = model
-        onnx_evals[name] = evaluate_onnx(exports[name], space)
-    qat_rows = _qat(settings, out, float_eval, ptq_evals["trt"]) if settings.qat else []
-    rows += qat_rows[:1]
+    jobs.insert(0, DeployJob("float", space.float_model, float_onnx, quantized=False))
+    if settings.qat:
+        qat_row, qat_job = _qat(settings, space, out, configs["trt"])
+        rows.append(qat_row)
+        jobs.append(qat_job)
     _stage("ONNX Runtime")
-    onnx_evals["float"] = evaluate_onnx(float_onnx, space)
-    paths = [float_onnx, *exports.values()]
-    latency = bench_models([*paths, *(out / "qat" / row.model for row in qat_rows[1:])],
-                           settings.bench_batches, space.img_size)
-    for key, path in zip(("float", *exports), paths):
-        profile, precision = (None, "fp32") if key == "float" else (key, "int8")
-        rows.append(ReportRow(path.name, "onnxruntime", profile, precision,
-                              onnx_evals[key].map50_95, onnx_evals[key].map50,
-                              latency_for(latency, path)))
-    for row in qat_rows[1:]:  # its ONNX, timed with the others
-        rows.append(replace(row, latency_ms=latency_for(latency, out / "qat" / row.model)))
-    rows += _tensorrt(space, out, float_onnx, exports["trt"], models["trt"], configs["trt"])
+    rows += deploy(get_backend("onnxruntime"), jobs, space, out, configs["trt"].batch,
+                   settings.bench_batches).rows
+    rows += _tensorrt(space, out, jobs[:2], configs["trt"])
     report = Report(rows=rows, config={"demo": settings.__dict__ | {
         "bench_batches": list(settings.bench_batches)}})
     report.save(out)
@@ -104,62 +109,60 @@ def run_demo(settings: DemoSettings | None = None):
     return report
 
 
-def _tensorrt(space, out: Path, float_onnx: Path, trt_onnx: Path, trt_model, config) -> list:
+def _tensorrt(space, out: Path, jobs: list[DeployJob], config: PtqConfig) -> list:
     """Rows of an FP16 and an INT8 TensorRT engine where TensorRT and a GPU are here;
     elsewhere one line saying why the step is skipped."""
-    from yoloq.engines import EngineJob, engine_rows, tensorrt_skip_reason
-
-    reason = tensorrt_skip_reason()
+    backend = get_backend("tensorrt")
+    reason = backend.unavailable()
     if reason is not None:
         console.print(f"TensorRT step skipped: {reason}", markup=False)
         return []
-    from yoloq.runtime.tensorrt import load_tensorrt
-
-    jobs = [EngineJob("float", space.float_model, float_onnx, "fp16", None),
-            EngineJob(trt_onnx.stem, trt_model, trt_onnx, "int8", "trt")]
-    return engine_rows(load_tensorrt(), jobs, space, out, config.batch, config.bench_batches,
-                       config.opset)
+    return deploy(backend, jobs, space, out, config.batch, config.bench_batches,
+                  config.opset).rows
 
 
 def _proxy_sensitivity(model, space, out: Path, batches: int) -> None:
     """Rank layers by the proxy (output error removed when a layer is float)."""
-    from yoloq.sensitivity import (
-        RESULTS_FILE,
-        ResultsFile,
-        SensitivityRun,
-        layer_quantizers,
-        plot_sensitivity,
-        proxy_scores,
-        rank,
-        sensitivity_table,
-    )
-
     results_path = out / RESULTS_FILE
     results_path.unlink(missing_ok=True)  # the demo always starts over
-    scores = proxy_scores(model, space.calib_loader, layer_quantizers(model),
-                          ResultsFile(results_path, {"demo": True}), batches)
-    run = SensitivityRun(rank(scores), results_path)
-    console.print(sensitivity_table(run, "proxy", limit=5))
-    plot_sensitivity(run.ranking, out / "sensitivity.png", "proxy")
+    scores = proxy_scores(model, space.calib_loader, yolo_units(model),
+                          ResultsStore(results_path, {"demo": True}), batches)
+    ranking = rank(scores)
+    console.print(sensitivity_table(ranking, "proxy", limit=5))
+    plot_sensitivity(ranking, out / "sensitivity.png", "proxy")
 
 
-def _qat(settings: DemoSettings, out: Path, float_eval, ptq_eval) -> list:
-    """A short QAT run from ptq_trt.pt into out/qat; its rows for the demo report
-    (torch, then ONNX Runtime)."""
-    from yoloq.qat import QatConfig, run_qat
-
+def _qat(settings: DemoSettings, space: Workspace, out: Path,
+         ptq_config: PtqConfig) -> tuple[ReportRow, DeployJob]:
+    """A short QAT run from ptq_trt.pt, keeping its best epoch: its torch row, and its
+    export (qat_trt.onnx) to run with the others."""
     _stage(f"QAT, trt profile ({settings.qat_epochs} epochs x {settings.qat_iters} iterations)")
-    config = QatConfig(weights=settings.weights, data=settings.data, out=str(out / "qat"),
+    config = QatConfig(weights=settings.weights, data=settings.data, out=str(out),
                        ptq=str(out / "ptq_trt.pt"), epochs=settings.qat_epochs,
                        iters=settings.qat_iters, lr_schedule=settings.qat_lr_schedule,
                        calib_images=settings.calib_images, val_images=settings.val_images,
                        bench_batches=(), workers=settings.workers)
-    measured = {"float": float_eval, "ptq": ptq_eval}
-    reference = {key: {"map50_95": e.map50_95, "map50": e.map50} for key, e in measured.items()}
-    result = run_qat(config, exist_ok=True, reference=reference)  # the demo always starts over
-    console.print(f"QAT: {result.state.train_seconds:.0f} s of training")
-    torch_row, onnx_row = result.report.rows[2], result.report.rows[-1]
-    return [replace(torch_row, model="demo"), onnx_row]
+    context = Distributed()
+    trainer = build_trainer(load_quantized(config.ptq), config, context, space.img_size)
+    loader = create_qat_loader(config, space, context)
+    best_map, best_epoch, best_state, seconds = -1.0, -1, None, 0.0
+    for epoch in range(config.epochs):
+        started = time.perf_counter()
+        train_epoch(trainer, loader, epoch)
+        seconds += time.perf_counter() - started
+        result = evaluate_model(trainer.student, space)
+        console.print(f"epoch {epoch + 1}/{config.epochs}: mAP@.5:.95 "
+                      f"{100 * result.map50_95:.2f}")
+        if result.map50_95 > best_map:
+            best_map, best_epoch, best_eval = result.map50_95, epoch, result
+            best_state = copy.deepcopy(trainer.student.state_dict())
+    console.print(f"QAT: {seconds:.0f} s of training")
+    student = trainer.student.eval()
+    student.load_state_dict(best_state)
+    onnx_path, _ = export_pair(student, space, ptq_config, out, "qat_trt")
+    note = f"QAT, best epoch {best_epoch + 1}/{config.epochs}"
+    return (torch_row("demo", best_eval, "trt", notes=note),
+            DeployJob(onnx_path.stem, student, onnx_path, True, "trt", note))
 
 
 def _ptq_config(settings: DemoSettings, **extra) -> PtqConfig:

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from yoloq.data import create_train_loader, load_data_config, load_split
+from yoloq.data.loaders import collate
 from yoloq.errors import YoloqError
-from yoloq.ptq import Workspace
-from yoloq.qat.config import QatConfig
+from yoloq.workflows.config import QatConfig
+from yoloq.workflows.steps import Workspace
 
 # --- distributed: torchrun sets WORLD_SIZE, RANK, LOCAL_RANK -----------------------------
 
@@ -82,9 +84,6 @@ class EpochSampler(Sampler[int]):
 
 def create_qat_loader(config: QatConfig, space: Workspace, context: Distributed) -> DataLoader:
     """`config.iters` augmented batches per epoch (call `set_qat_epoch` before each)."""
-    from yoloq.data import create_train_loader, load_data_config, load_split
-    from yoloq.data.loaders import collate
-
     data = load_data_config(config.data)
     if "train" not in data.splits:
         raise YoloqError(f"{config.data}: no 'train' split to fine-tune on")

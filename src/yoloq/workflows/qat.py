@@ -1,4 +1,21 @@
-"""A QAT run end to end: its PTQ source, epochs, best/last checkpoints, resume, report."""
+"""Quantization-aware training (QAT): fine-tune a calibrated INT8 model against its float self.
+
+A run end to end: its PTQ source (`ptq.pt`; PTQ runs first when none is given),
+epochs of the training engine (`yoloq.workflows.training`: teacher, layer-wise MSE,
+optionally the detection loss), best/last checkpoints, resume, export and report.
+
+Amax stays frozen: it is a buffer, so the optimizer never sees it, and nothing
+recalibrates, so quantizers tied for TensorRT (one scale per fusion group) stay tied.
+
+Each epoch runs `iters` batches whose order and augmentation follow (seed, epoch)
+alone, so `resume=True` reaches the weights of an uninterrupted run. Under
+`torchrun` the student trains in DistributedDataParallel; rank 0 evaluates, saves
+and exports. Example::
+
+    result = run_qat(QatConfig(weights="demo", data="demo", epochs=2, iters=20,
+                               out="runs/qat"))
+    result.report  # float, PTQ and QAT side by side
+"""
 
 from __future__ import annotations
 
@@ -11,19 +28,35 @@ import torch
 import torch.nn as nn
 
 from yoloq.console import console
-from yoloq.engines import EngineJob, check_tensorrt_run, engine_rows
 from yoloq.errors import YoloqError
-from yoloq.ptq import PtqConfig, Workspace
-from yoloq.qat.config import BEST_FILE, CONFIG_FILE, LAST_FILE, PTQ_FILE, QatConfig
-from yoloq.qat.distributed import (
+from yoloq.models.native import read_native
+from yoloq.models.quantized import load_quantized, save_quantized
+from yoloq.quant import QuantConfig
+from yoloq.report import Report
+from yoloq.workflows.config import CONFIG_FILE, PtqConfig, QatConfig, check_output_dir
+from yoloq.workflows.steps import (
+    Workspace,
+    deploy,
+    deploy_backends,
+    evaluate_model,
+    export_jobs,
+    export_pair,
+    map_fields,
+    prepare,
+    quantize_and_calibrate,
+    reference_maps,
+    save_checkpoint,
+    torch_row,
+)
+from yoloq.workflows.training.distributed import (
     Distributed,
     create_qat_loader,
     start_distributed,
     stop_distributed,
 )
-from yoloq.qat.train import Trainer, build_trainer, train_epoch
+from yoloq.workflows.training.train import Trainer, build_trainer, train_epoch
 
-# --- the run: state, checkpoints, report ---------------------------------------------------
+PTQ_FILE, BEST_FILE, LAST_FILE = "ptq.pt", "best.pt", "last.pt"
 
 
 @dataclass
@@ -45,7 +78,7 @@ class QatResult:
     best: Path
     last: Path
     onnx: Path | None = None
-    report: object = None  # a yoloq.report.Report
+    report: Report | None = None
 
 
 @dataclass(frozen=True)
@@ -59,14 +92,10 @@ class _Source:
     def profile(self) -> str:
         return self.payload["profile"]
 
-    def quant_config(self):
-        from yoloq.quant import QuantConfig
-
+    def quant_config(self) -> QuantConfig:
         return QuantConfig.from_dict(self.payload["quant_config"])
 
     def model(self) -> nn.Module:
-        from yoloq.models.quantized import load_quantized
-
         return load_quantized(self.path, self.payload)
 
 
@@ -109,17 +138,14 @@ def _run(
     on_epoch_end,
     reference: dict | None,
 ) -> QatResult | None:
-    from yoloq.models.native import read_native
-    from yoloq.ptq import check_output_dir, prepare
-
     out = Path(config.out)
     last = read_native(out / LAST_FILE) if resume else None
     if resume and last is None:
         raise YoloqError(f"--resume {out}: no {LAST_FILE} to continue from")
     if not resume:
         check_output_dir(out, exist_ok)
-    if config.trt and context.main:
-        check_tensorrt_run(config.profile)  # before long work
+    if context.main:
+        deploy_backends(config.trt)  # before long work
     context.barrier()  # every process has checked before the first file is written
     space = prepare(config.ptq_config())
     if context.main and not resume:
@@ -134,7 +160,8 @@ def _run(
     trainer = build_trainer(student, config, context, space.img_size, last)
     state = QatState(**last["qat"]["state"]) if last else QatState(reference=reference or {})
     if context.main and not state.reference:
-        state.reference = _reference_maps(trainer, space)
+        state.reference = reference_maps(space.float_model, trainer.student, space,
+                                         str(trainer.device))
     loader = create_qat_loader(config, space, context)
     if context.main:
         console.print(
@@ -151,9 +178,6 @@ def _run(
 
 def _ptq_source(config: QatConfig, space: Workspace, out: Path, context: Distributed) -> _Source:
     """The given ptq.pt, or the one PTQ writes into `out` (on rank 0) when none is given."""
-    from yoloq.models.native import read_native
-    from yoloq.ptq import quantize_and_calibrate, save_checkpoint
-
     path = Path(config.ptq) if config.ptq else out / PTQ_FILE
     if not config.ptq and context.main and not path.is_file():
         ptq_config = config.ptq_config()
@@ -164,29 +188,6 @@ def _ptq_source(config: QatConfig, space: Workspace, out: Path, context: Distrib
     if payload is None:
         raise YoloqError(f"--ptq {path}: not a yoloq quantized checkpoint")
     return _Source(path, payload)
-
-
-def _reference_maps(trainer: Trainer, space: Workspace) -> dict:
-    """mAP of the float model and of the PTQ model (the student before training)."""
-    reference = {
-        "float": _evaluate(space.float_model, space, trainer.device),
-        "ptq": _evaluate(trainer.student, space, trainer.device),
-    }
-    console.print(
-        f"mAP@.5:.95 float {100 * reference['float']['map50_95']:.2f}, PTQ "
-        f"{100 * reference['ptq']['map50_95']:.2f}"
-    )
-    return reference
-
-
-def _evaluate(model: nn.Module, space: Workspace, device) -> dict[str, float]:
-    from yoloq.ptq import evaluate_predictor, torch_predict
-
-    was_training = model.training
-    model.eval()
-    result = evaluate_predictor(torch_predict(model), space, str(device))
-    model.train(was_training)
-    return {"map50_95": result.map50_95, "map50": result.map50}
 
 
 def _epoch(
@@ -204,7 +205,7 @@ def _epoch(
     state.train_seconds += time.perf_counter() - started
     state.epoch = epoch
     if context.main:
-        record.update(_evaluate(trainer.student, space, trainer.device))
+        record.update(map_fields(evaluate_model(trainer.student, space, str(trainer.device))))
         record["seconds"] = round(state.train_seconds, 1)
         state.history.append(record)
         if record["map50_95"] > state.best_map:
@@ -232,8 +233,6 @@ def _epoch(
 
 def _save(trainer: Trainer, source: _Source, space: Workspace, name: str, qat: dict) -> Path:
     """A quantized checkpoint (atomic: a torn file is never left) with QAT fields."""
-    from yoloq.models.quantized import save_quantized
-
     path = Path(trainer.config.out) / name
     save_quantized(
         trainer.student,
@@ -255,81 +254,44 @@ def _rank() -> int:
 def _finish(
     trainer: Trainer, space: Workspace, source: _Source, state: QatState, context: Distributed
 ) -> QatResult:
-    """Export the best model, evaluate it in ONNX Runtime, time it, write the report."""
-    from yoloq.models.quantized import load_quantized
-    from yoloq.ptq import bench_models, evaluate_onnx, export_pair
-
+    """Export the best model, evaluate and time it on every backend, write the report."""
     config, out = trainer.config, Path(trainer.config.out)
     best = load_quantized(out / BEST_FILE).to(context.device)
     export_config = PtqConfig(
         **{**config.ptq_config().to_dict(), "profile": source.profile, "weight_bits": 8}
     )
     onnx_path, float_onnx = export_pair(best, space, export_config, out, f"qat_{source.profile}")
-    evals = {path: evaluate_onnx(path, space) for path in (float_onnx, onnx_path)}
-    latency = None
-    if config.bench_batches:
-        latency = bench_models([float_onnx, onnx_path], config.bench_batches, space.img_size)
-    engines = []
-    if config.trt:
-        jobs = [EngineJob("float", space.float_model, float_onnx, "fp16", None),
-                EngineJob(onnx_path.stem, best, onnx_path, "int8", source.profile)]
-        engines = engine_rows(check_tensorrt_run(source.profile), jobs, space, out,
-                              config.batch, config.bench_batches or (1,), config.opset)
-    report = write_qat_report(config, state, source, evals, latency, engines)
+    jobs = export_jobs(space.float_model, float_onnx, best, onnx_path, source.profile,
+                       notes=qat_note(config, state))
+    deployments = [
+        deploy(backend, jobs, space, out, config.batch,
+               config.bench_batches or ((1,) if backend.name == "tensorrt" else ()),
+               config.opset)
+        for backend in deploy_backends(config.trt)
+    ]
+    report = write_qat_report(config, state, source,
+                              [row for deployment in deployments for row in deployment.rows])
     return QatResult(out, state, out / BEST_FILE, out / LAST_FILE, onnx_path, report)
 
 
-def write_qat_report(
-    config: QatConfig, state: QatState, source: _Source, evals: dict, latency,
-    tensorrt_rows: list | None = None,
-) -> object:
-    """report.json / report.md: float, PTQ and QAT in torch; float and QAT in ONNX Runtime;
-    with --trt the FP16 and INT8 engines."""
-    from yoloq.ptq import latency_for
-    from yoloq.report import Report, ReportRow
+def qat_note(config: QatConfig, state: QatState) -> str:
+    return f"QAT, best epoch {state.best_epoch + 1}/{config.epochs}"
 
-    profile, reference = source.profile, state.reference
+
+def write_qat_report(config: QatConfig, state: QatState, source: _Source,
+                     deployed_rows: list) -> Report:
+    """report.json / report.md: float, PTQ and QAT in torch, then the float and QAT
+    exports on every backend (ONNX Runtime; with --trt the FP16 and INT8 engines)."""
+    reference = state.reference
     best = state.history[[h["epoch"] for h in state.history].index(state.best_epoch)]
-    qat_note = f"QAT, best epoch {state.best_epoch + 1}/{config.epochs}"
     rows = [
-        ReportRow(
-            Path(config.weights).name,
-            "torch",
-            None,
-            "fp32",
-            reference["float"]["map50_95"],
-            reference["float"]["map50"],
-            notes="float",
-        ),
-        ReportRow(
-            source.path.name,
-            "torch",
-            profile,
-            "int8",
-            reference["ptq"]["map50_95"],
-            reference["ptq"]["map50"],
-            notes="PTQ",
-        ),
-        ReportRow(
-            BEST_FILE, "torch", profile, "int8", best["map50_95"], best["map50"], notes=qat_note
-        ),
+        torch_row(Path(config.weights).name, reference["float"], notes="float"),
+        torch_row(source.path.name, reference["ptq"], source.profile, notes="PTQ"),
+        torch_row(BEST_FILE, best, source.profile, notes=qat_note(config, state)),
+        *deployed_rows,
     ]
-    for path, result in evals.items():
-        quantized = path.name != "float.onnx"
-        rows.append(
-            ReportRow(
-                path.name,
-                "onnxruntime",
-                profile if quantized else None,
-                "int8" if quantized else "fp32",
-                result.map50_95,
-                result.map50,
-                latency_for(latency, path),
-                notes=qat_note if quantized else "",
-            )
-        )
     report = Report(
-        rows=rows + list(tensorrt_rows or []),
+        rows=rows,
         config={
             **config.to_dict(),
             "train_seconds": round(state.train_seconds, 1),

@@ -10,14 +10,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from yoloq.errors import YoloqError
+from yoloq.quant import QuantMode, iter_quantizers
 
 # --- the models and the loss ---------------------------------------------------------------
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
     """The student with every quantizer off: the fused float model, frozen, in eval mode."""
-    from yoloq.quant import QuantMode, iter_quantizers
-
     teacher = copy.deepcopy(student).eval()
     for _, quantizer in iter_quantizers(teacher):
         quantizer.mode = QuantMode.DISABLED

@@ -7,12 +7,21 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch.utils.data import DataLoader
 
 from yoloq.console import err_console
-from yoloq.qat.config import QatConfig, lr_at
-from yoloq.qat.distributed import Distributed, set_qat_epoch
-from yoloq.qat.supervision import (
+from yoloq.models.loss import DetectionLoss
+from yoloq.workflows.config import QatConfig, lr_at
+from yoloq.workflows.training.distributed import Distributed, set_qat_epoch
+from yoloq.workflows.training.supervision import (
     freeze_unreached,
     layer_outputs,
     make_teacher,
@@ -51,8 +60,6 @@ def build_trainer(
 ) -> Trainer:
     """Teacher, optimizer and loss for `student`; with `resume_payload` (a last.pt), its
     weights and optimizer state."""
-    from yoloq.models.loss import DetectionLoss
-
     student = student.to(context.device)
     teacher = make_teacher(student)
     layers = supervised_layers(student, config.supervision_stride)
@@ -135,15 +142,6 @@ def train_epoch(trainer: Trainer, loader: DataLoader, epoch: int, show: bool) ->
 def _loss_bar(title: str, total: int, enabled: bool):
     """A progress bar whose description carries the running loss and lr: yields
     `update(text)`, which also advances it."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     if not enabled:
         yield lambda text: None
         return

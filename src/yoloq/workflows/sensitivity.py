@@ -1,0 +1,182 @@
+"""`yoloq sensitivity`: which layers of a YOLO detector lose accuracy in INT8, and the
+mixed-precision search that keeps the fewest of them float.
+
+The algorithm is `yoloq.sensitivity` (model-agnostic); this workflow supplies what a
+YOLO detector and its data give it: the units (`model.N` layers, or modules), the
+measures (mAP on fixed val images; the proxy error of the raw head outputs against
+the float model on a few calibration batches), and the store in --out.
+
+- `map`: turn only that layer's quantizers off (or, inverse, only its quantizers on)
+  and measure mAP. One evaluation per layer.
+- `proxy`: turn only that layer off and measure how much the detection error of the
+  outputs against the float model falls. No NMS, no COCOeval: a fraction of the time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn as nn
+
+from yoloq.errors import YoloqError
+from yoloq.models.quantized import load_quantized
+from yoloq.models.sensitivity import (
+    GRANULARITIES,
+    ignore_patterns,
+    yolo_units,
+)
+from yoloq.quant import QuantMode
+from yoloq.runtime.backends import get_backend
+from yoloq.runtime.bench import BenchResult
+from yoloq.sensitivity import (
+    ResultsStore,
+    SearchResult,
+    quantizers_under,
+    rank,
+    score_units,
+    search_fallback,
+)
+from yoloq.workflows.config import PtqConfig
+from yoloq.workflows.steps import (
+    RESULTS_FILE,
+    Workspace,
+    evaluate_model,
+    export_pair,
+    plot_sensitivity,
+    prepare,
+    proxy_scores,
+    quantize_and_calibrate,
+    reference_maps,
+)
+
+MODES = ("map", "proxy")
+
+
+@dataclass(frozen=True)
+class SensitivityConfig:
+    weights: str
+    data: str
+    out: str = "runs/sensitivity"
+    ptq: str | None = None  # a ptq.pt to analyse; default: PTQ with the settings below
+    mode: str = "proxy"
+    granularity: str = "layer"
+    inverse: bool = False
+    val_images: int | None = 500
+    proxy_batches: int = 4
+    target_drop: float | None = None  # points of mAP@.5:.95
+    max_layers: int = 10
+    top: int = 3  # layers written to ignore.txt without a search
+    profile: str = "trt"
+    method: str = "mse"
+    calib_images: int = 256
+    batch: int = 8
+    img: int | None = None
+    device: str = "cpu"
+    workers: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise YoloqError(f"unknown mode {self.mode!r}; use one of {MODES}")
+        if self.granularity not in GRANULARITIES:
+            raise YoloqError(f"unknown granularity {self.granularity!r}")
+        if self.inverse and self.mode != "map":
+            raise YoloqError("--inverse needs --mode map")
+
+    def settings(self) -> dict:
+        """What the scores depend on: a rerun resumes only when these match."""
+        ignored = {"out", "device", "workers", "target_drop", "max_layers", "top"}
+        return {k: v for k, v in self.__dict__.items() if k not in ignored}
+
+
+@dataclass
+class SensitivityRun:
+    ranking: list[tuple[str, float]]
+    results_path: Path
+    search: SearchResult | None = None
+    latency: BenchResult | None = None
+
+
+def run_sensitivity(config: SensitivityConfig) -> SensitivityRun:
+    out = Path(config.out)
+    ptq_config = PtqConfig(weights=config.weights, data=config.data, out=str(out),
+                           profile=config.profile, method=config.method,
+                           calib_images=config.calib_images, batch=config.batch, img=config.img,
+                           val_images=config.val_images, device=config.device,
+                           workers=config.workers, seed=config.seed)
+    space = prepare(ptq_config)
+    out.mkdir(parents=True, exist_ok=True)
+    store = ResultsStore(out / RESULTS_FILE, config.settings())
+    model = _quantized_model(config, ptq_config, space)
+    units = yolo_units(model, config.granularity)
+
+    def map_now() -> float:
+        return evaluate_model(model, space, config.device).map50_95
+
+    reference = _reference(store, model, space, config)
+    if config.mode == "proxy":
+        scores = proxy_scores(model, space.calib_loader, units, store, config.proxy_batches,
+                              config.device)
+    else:
+        baseline = reference["float" if config.inverse else "ptq"]
+        scores = score_units(units, map_now, store, config.inverse, baseline)
+    run = SensitivityRun(rank(scores), store.path)
+    if config.target_drop is not None:
+        run.search = search_fallback(
+            units, [name for name, _ in run.ranking], map_now, reference["float"],
+            config.target_drop / 100, config.max_layers, start_map=reference["ptq"],
+            done_steps=reference.get("search_steps", ()),
+            on_step=lambda history: store.record("search_steps", history, "reference"))
+        store.record("search", _search_summary(run.search), section="reference")
+        run.latency = _fallback_latency(model, run.search, space, ptq_config, out)
+    _write_outputs(run, config, out)
+    return run
+
+
+def _quantized_model(config: SensitivityConfig, ptq_config: PtqConfig,
+                     space: Workspace) -> nn.Module:
+    if config.ptq:
+        return load_quantized(config.ptq).to(config.device)
+    model, *_ = quantize_and_calibrate(space, ptq_config)
+    return model
+
+
+def _reference(store: ResultsStore, model: nn.Module, space: Workspace,
+               config: SensitivityConfig) -> dict:
+    """Float and all-INT8 mAP@.5:.95 on the chosen images, measured once and kept in the
+    store (only map mode and the search need them)."""
+    needs_map = config.mode == "map" or config.target_drop is not None
+    if needs_map and "float" not in store.reference:
+        maps = reference_maps(space.float_model, model, space, config.device)
+        store.record("float", maps["float"]["map50_95"], section="reference")
+        store.record("ptq", maps["ptq"]["map50_95"], section="reference")
+    return store.reference
+
+
+def _search_summary(search: SearchResult) -> dict:
+    """The outcome; its steps are already in the file as "search_steps"."""
+    return {"fallback": search.fallback, "float_map": search.float_map,
+            "start_map": search.start_map, "final_map": search.final_map}
+
+
+def _fallback_latency(model: nn.Module, search: SearchResult, space: Workspace,
+                      ptq_config: PtqConfig, out: Path) -> BenchResult:
+    """ONNX Runtime latency of the mixed-precision model against the all-INT8 one."""
+    mixed, _ = export_pair(model, space, ptq_config, out, "mixed")
+    fallback = {q: q.mode for name in search.fallback for q in quantizers_under(model, name)}
+    for quantizer in fallback:
+        quantizer.mode = QuantMode.QUANTIZING
+    all_int8, _ = export_pair(model, space, ptq_config, out, "all_int8")
+    for quantizer, mode in fallback.items():
+        quantizer.mode = mode
+    return get_backend("onnxruntime").bench([all_int8, mixed], ptq_config.bench_batches,
+                                            space.img_size)
+
+
+def _write_outputs(run: SensitivityRun, config: SensitivityConfig, out: Path) -> None:
+    chosen = run.search.fallback if run.search else [
+        name for name, score in run.ranking[: config.top] if score > 0]
+    lines = ignore_patterns(chosen, config.granularity)
+    (out / "ignore.txt").write_text("".join(line + "\n" for line in lines))
+    plot_sensitivity(run.ranking, out / "sensitivity.png", config.mode)

@@ -1,0 +1,296 @@
+"""The steps every workflow composes (ptq, sensitivity, qat, demo): prepare data and
+model, quantize and calibrate, evaluate any predictor, export float + quantized ONNX
+and check parity, run and time exports on any backend, the report rows, and the
+sensitivity proxy with its table and chart.
+
+The steps import the core (data, models, quant, export, evaluate, runtime), never a
+workflow; the workflows import the steps, never each other.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from rich.table import Table
+
+from yoloq.console import console
+from yoloq.data import create_calibration_loader, create_val_loader, load_data_config, load_split
+from yoloq.errors import YoloqError
+from yoloq.evaluate import EvalResult, evaluate
+from yoloq.export import detector_metadata, export_detector
+from yoloq.models import load_model
+from yoloq.models.quantized import quantize_yolo, save_quantized
+from yoloq.models.sensitivity import detector_output_error
+from yoloq.quant import CalibrationRun, calibrate
+from yoloq.report import ReportRow
+from yoloq.runtime.backends import get_backend
+from yoloq.runtime.bench import BenchResult
+from yoloq.runtime.ort import OrtModel
+from yoloq.runtime.predictor import Backend, DeployJob, DeployTarget, Predictor
+from yoloq.sensitivity import ResultsStore, Units, output_error_measure, score_units
+from yoloq.workflows.config import PtqConfig
+
+
+@dataclass
+class Workspace:
+    """What every stage needs: the float model, its input size, and the data loaders."""
+
+    float_model: torch.nn.Module
+    img_size: int
+    stride: int
+    names: list[str]
+    val_loader: object
+    calib_loader: object
+
+
+def prepare(config: PtqConfig) -> Workspace:
+    """Load data and model and build the loaders; raises before anything is written."""
+    data = load_data_config(config.data)
+    if "val" not in data.splits:
+        raise YoloqError(f"{config.data}: no 'val' split to evaluate on")
+    val_set = load_split(data, "val", on_bad_data=config.on_bad_data)
+    calib_split = "train" if "train" in data.splits else "val"
+    calib_set = load_split(data, calib_split, on_bad_data=config.on_bad_data)
+    model = load_model(config.weights).fuse().float().eval().to(config.device)
+    if model.nc != data.nc:
+        raise YoloqError(f"{config.weights} predicts {model.nc} classes; {config.data} has "
+                         f"{data.nc}")
+    model.names = list(data.names)
+    stride = int(torch.as_tensor(model.stride).max())
+    img_size = config.img or getattr(model, "img_size", None) or 640
+    if config.val_images is not None:
+        val_set = replace(val_set, records=val_set.records[: config.val_images])
+    val_loader = create_val_loader(val_set, img_size, config.batch, stride,
+                                   workers=config.workers)
+    calib_loader = create_calibration_loader(calib_set, config.calib_images, img_size,
+                                             config.batch, stride, config.seed, config.workers)
+    return Workspace(model, img_size, stride, list(data.names), val_loader, calib_loader)
+
+
+def quantize_and_calibrate(space: Workspace, config: PtqConfig, show: bool = True):
+    """A quantized, calibrated copy of the float model: (model, summary, resolved config, run)."""
+    model = copy.deepcopy(space.float_model)
+    model, summary, quant_config = quantize_yolo(model, config.profile, config.weight_bits,
+                                                 config.ignore, rules=config.rules)
+    if show:
+        console.print(f"{config.profile} profile: {len(summary.quantized)} modules quantized, "
+                      f"{len(summary.ignored_paths)} kept float")
+    run = calibrate(model, space.calib_loader, method=config.method,
+                    percentile=config.percentile)
+    return model, summary, quant_config, run
+
+
+def save_checkpoint(model, path: Path, config: PtqConfig, quant_config, space: Workspace,
+                    run: CalibrationRun) -> Path:
+    return save_quantized(model, path, config.profile, quant_config, space.img_size,
+                          calibration={"method": run.method, "images": run.images,
+                                       "seconds": round(run.seconds, 2)})
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def torch_predict(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda images: model(images)[0]
+
+
+def evaluate_predictor(predict, space: Workspace, device: str = "cpu") -> EvalResult:
+    """mAP of any predictor (torch model, ONNX Runtime, an engine) on the val images."""
+    with torch.inference_mode():
+        return evaluate(predict, space.val_loader, names=space.names, device=device)
+
+
+def evaluate_model(model: nn.Module, space: Workspace, device: str = "cpu") -> EvalResult:
+    """mAP of a torch model in eval mode; a model that was training goes back to it."""
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate_predictor(torch_predict(model), space, str(device))
+    finally:
+        model.train(was_training)
+
+
+def reference_maps(float_model: nn.Module, quantized: nn.Module, space: Workspace,
+                   device: str = "cpu") -> dict[str, dict[str, float]]:
+    """{"float"|"ptq": {"map50_95", "map50"}}: the float model and the all-INT8 model
+    (before any search or training) on the workspace's val images."""
+    measured = {"float": evaluate_model(float_model, space, device),
+                "ptq": evaluate_model(quantized, space, device)}
+    console.print(f"mAP@.5:.95 float {100 * measured['float'].map50_95:.2f}, PTQ "
+                  f"{100 * measured['ptq'].map50_95:.2f}")
+    return {key: map_fields(result) for key, result in measured.items()}
+
+
+def map_fields(result: EvalResult) -> dict[str, float]:
+    return {"map50_95": result.map50_95, "map50": result.map50}
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def export_pair(model, space: Workspace, config: PtqConfig, out: Path, name: str):
+    """Export the quantized model as NAME.onnx and, once per folder, the float baseline
+    as float.onnx: (quantized path, float path)."""
+    def metadata(precision: str, profile: str | None) -> dict[str, str]:
+        return detector_metadata(space.names, space.img_size, space.stride, precision, profile)
+
+    quantized = export_detector(model, out / f"{name}.onnx", space.img_size, config.opset,
+                                metadata=metadata("int8", config.profile))
+    float_path = out / "float.onnx"
+    if not float_path.exists():
+        export_detector(space.float_model, float_path, space.img_size, config.opset,
+                        metadata=metadata("fp32", None))
+    return quantized, float_path
+
+
+def check_export(predictor: Predictor, out: str | Path, img_size: int, opset: int = 13,
+                 dynamic: bool = True, fp16: bool = False, fp16_io: bool = False) -> dict:
+    """Export a Predictor's torch model and compare ONNX Runtime's output with torch's.
+
+    Returns the max absolute error over the output, that error on the scores in steps
+    of the score grid (1/127), and on the boxes in pixels, over a batch of smooth
+    random images. With `fp16` the float parts are exported in FP16 and compared with
+    the FP32 torch model (ONNX Runtime's CPU runs FP16 nodes it has no kernel for in
+    FP32, so the error is FP16's rounding of weights and activations).
+    """
+    precision = "fp16" if fp16 and predictor.precision == "fp32" else predictor.precision
+    metadata = detector_metadata(predictor.names, img_size, predictor.stride, precision,
+                                 predictor.profile)
+    path = export_detector(predictor.model, out, img_size, opset, dynamic, metadata, fp16,
+                           fp16_io)
+    generator = torch.Generator().manual_seed(0)
+    low = torch.rand(2 if dynamic else 1, 3, img_size // 8, img_size // 8,
+                     generator=generator)
+    images = nn.functional.interpolate(low, size=(img_size, img_size), mode="bilinear")
+    expected = predictor(images).float().cpu()
+    actual = OrtModel(path, providers=["CPUExecutionProvider"])(images)
+    scores_error = (actual[..., 4:] - expected[..., 4:]).abs().max().item()
+    return {"path": str(path), "max_abs_error": (actual - expected).abs().max().item(),
+            "max_error_steps": scores_error * 127,
+            "max_box_error_px": (actual[..., :4] - expected[..., :4]).abs().max().item()}
+
+
+# --- backends: run and time the exports ---------------------------------------------------
+
+
+def deploy_backends(trt: bool) -> list[Backend]:
+    """ONNX Runtime always, TensorRT with --trt; each checked before any long work."""
+    backends = [get_backend("onnxruntime"), *([get_backend("tensorrt")] if trt else [])]
+    for backend in backends:
+        backend.check()
+    return backends
+
+
+def export_jobs(float_model, float_onnx: Path, model, onnx_path: Path, profile: str,
+                notes: str = "") -> list[DeployJob]:
+    """The float baseline and the quantized model, as every report compares them."""
+    return [DeployJob("float", float_model, float_onnx, quantized=False),
+            DeployJob(onnx_path.stem, model, onnx_path, True, profile, notes)]
+
+
+@dataclass
+class Deployment:
+    """Jobs run on one backend: its files, their mAP, their timing, their report rows."""
+
+    files: list[Path]
+    evals: list[EvalResult]
+    bench: BenchResult | None
+    rows: list[ReportRow]
+
+
+def deploy(backend: Backend, jobs: Sequence[DeployJob], space: Workspace, out: Path,
+           batch: int, bench_batches: Sequence[int], opset: int = 13) -> Deployment:
+    """Prepare each job's file for the backend, evaluate it, time them all together
+    (none when `bench_batches` is empty); one report row per job."""
+    target = DeployTarget(Path(out), tuple(space.names), space.img_size, space.stride, batch,
+                          tuple(bench_batches), opset)
+    files = [backend.prepare(job, target) for job in jobs]
+    evals = [evaluate_predictor(backend.load(path, backend.device), space, backend.device)
+             for path in files]
+    bench = backend.bench(files, tuple(bench_batches), space.img_size) if bench_batches else None
+    rows = [ReportRow(path.name, backend.name, job.profile, backend.precision(job),
+                      result.map50_95, result.map50,
+                      latency_for(bench, path, backend.latency_decimals),
+                      notes=_join_notes(job.notes, bench_notes(bench, path)))
+            for job, path, result in zip(jobs, files, evals)]
+    return Deployment(files, evals, bench, rows)
+
+
+def latency_for(bench: BenchResult | None, path: Path, decimals: int = 2) -> dict[str, float]:
+    """Median latency (ms) per batch size of one model of a BenchResult."""
+    if bench is None:
+        return {}
+    return {str(s.batch): round(s.median_ms, decimals) for s in bench.stats
+            if s.model == str(path)}
+
+
+def bench_notes(bench: BenchResult | None, path: Path) -> str:
+    """What the backend measured beside latency ("812 qps b1, 1570 qps b8")."""
+    if bench is None:
+        return ""
+    return ", ".join(f"{s.note} b{s.batch}" for s in bench.stats
+                     if s.model == str(path) and s.note)
+
+
+def _join_notes(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
+
+
+def torch_row(model: str, result: EvalResult | dict, profile: str | None = None,
+              notes: str = "") -> ReportRow:
+    """A torch fake-quant (profile given) or float row."""
+    fields = result if isinstance(result, dict) else map_fields(result)
+    return ReportRow(model, "torch", profile, "int8" if profile else "fp32",
+                     fields["map50_95"], fields["map50"], {}, notes=notes)
+
+
+# --- sensitivity: the proxy measure and the ranking's table and chart ------------------------
+
+RESULTS_FILE = "sensitivity.json"
+
+
+def proxy_scores(model: nn.Module, loader, units: Units, store: ResultsStore, batches: int = 4,
+                 device: str = "cpu", show_progress: bool = True) -> dict[str, float]:
+    """Proxy sensitivity of every unit on the first `batches` batches of `loader`."""
+    images = [batch[0].to(device) for _, batch in zip(range(batches), loader)]
+    negative_error = output_error_measure(model, images, detector_output_error)
+    if "proxy_error" not in store.reference:
+        store.record("proxy_error", -negative_error(), section="reference")
+    baseline = -store.reference["proxy_error"]
+    return score_units(units, negative_error, store, baseline=baseline,
+                       show_progress=show_progress)
+
+
+def plot_sensitivity(ranking: list[tuple[str, float]], path: Path, mode: str,
+                     limit: int = 40) -> Path:
+    """A bar chart of the most sensitive layers (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: only when drawn
+    from matplotlib.figure import Figure
+
+    shown = ranking[:limit]
+    figure = Figure(figsize=(max(6.0, 0.28 * len(shown) + 2), 4.0), layout="constrained")
+    axes = figure.add_subplot()
+    scale = 100 if mode == "map" else 1
+    axes.bar(range(len(shown)), [score * scale for _, score in shown], color="tab:red")
+    axes.set_xticks(range(len(shown)), [name for name, _ in shown], rotation=90, fontsize=7)
+    axes.set_ylabel("mAP@.5:.95 recovered (points)" if mode == "map" else
+                    "output MSE removed")
+    axes.set_title(f"Layer sensitivity ({mode} mode), most sensitive first")
+    FigureCanvasAgg(figure).print_png(str(path))
+    return path
+
+
+def sensitivity_table(ranking: list[tuple[str, float]], mode: str, limit: int = 20) -> Table:
+    """A rich table of the most sensitive units."""
+    table = Table(title=f"Most sensitive layers ({mode} mode)")
+    table.add_column("rank", justify="right")
+    table.add_column("layer")
+    table.add_column("mAP points" if mode == "map" else "MSE removed", justify="right")
+    for index, (name, score) in enumerate(ranking[:limit], start=1):
+        table.add_row(str(index), name, f"{100 * score:.3f}" if mode == "map" else f"{score:.3g}")
+    return table
