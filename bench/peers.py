@@ -61,6 +61,7 @@ from yoloq.workflows.steps import (
     prepare,
     proxy_scores,
     quantize_and_calibrate,
+    regroup_for,
     save_checkpoint,
     torch_predict,
 )
@@ -259,7 +260,7 @@ def yoloq_search(store: Store, space, profile: str, settings: Settings) -> dict:
     }
     started = time.perf_counter()
     model = load_quantized(checkpoint)
-    groups = yolo_units(model)
+    groups = yolo_units(model, regroup=regroup_for(model, space, "mse"))  # as its PTQ
     results = ResultsStore(
         work / f"sensitivity_{profile}.json",
         {"profile": profile, "batches": settings.proxy_batches},

@@ -94,3 +94,21 @@ def no_tensorrt(monkeypatch):
         return real_import(name, *args)
 
     monkeypatch.setattr(api.importlib, "import_module", import_module)
+
+
+@pytest.fixture(scope="session")
+def conv_onnx(tmp_path_factory):
+    """A valid one-Conv ONNX model (no yoloq metadata), built without torch's exporter;
+    its weight is big enough that half the file cuts through it."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((16, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["images", "w"], ["output"])], "conv",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 16, 6, 6])], [weight])
+    path = tmp_path_factory.mktemp("conv_onnx") / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path

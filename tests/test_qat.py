@@ -11,6 +11,7 @@ from yoloq.cli import main
 from yoloq.errors import YoloqError
 from yoloq.graph import quantizer_ties
 from yoloq.models.quantized import load_quantized
+from yoloq.workflows import qat as qat_workflow
 from yoloq.workflows.config import QatConfig, lr_at, parse_lr_schedule
 from yoloq.workflows.qat import resume_qat, run_qat
 from yoloq.workflows.training import (
@@ -265,8 +266,104 @@ def test_short_qat_lowers_supervision_loss_and_keeps_ptq_map(demo_subset, tmp_pa
     assert after < before
 
 
-def test_demo_takes_a_short_qat_step_when_asked():
-    from yoloq.cli import build_parser
+def test_demo_qat_options_reach_the_qat_step_it_runs(tmp_path, monkeypatch):
+    import yoloq.cli.demo
+    from yoloq.workflows.demo import qat_config
 
-    args = build_parser().parse_args(["demo", "--qat", "--qat-iters", "5"])
-    assert args.qat and args.qat_epochs == 2 and args.qat_iters == 5
+    seen = []
+    monkeypatch.setattr(yoloq.cli.demo, "run_demo", seen.append)
+    assert main(["demo", "--qat", "--qat-iters", "5", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    with_qat, without = seen
+    assert with_qat.qat and not without.qat
+    config = qat_config(with_qat)  # what the demo's QAT step trains with
+    assert (config.epochs, config.iters) == (2, 5)
+    assert config.ptq == str(tmp_path / "ptq_trt.pt") and config.out == str(tmp_path)
+
+
+# --- the PTQ options of `yoloq qat` -------------------------------------------------------
+
+
+class StopAfterPtq(Exception):
+    """Raised where training would start: the PTQ that QAT runs is done and saved."""
+
+
+@pytest.fixture(scope="module")
+def ptq_by_qat(tiny_yolo, tiny_data, tmp_path_factory):
+    """{profile: out folder} of `yoloq qat` runs stopped after their PTQ, each with the
+    PTQ options that profile takes."""
+    ignore_file = tmp_path_factory.mktemp("ignore") / "ignore.txt"
+    ignore_file.write_text("# the stem\nmodel\\.0\\.\n")
+    options = {"trt": ["--ignore", r"model\.1\.", "--no-rules"],
+               "ort": ["--profile", "ort", "--weight-bits", "7", "--ignore-file", str(ignore_file)]}
+    outs = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(qat_workflow, "build_trainer", stop_after_ptq)
+        for profile, extra in options.items():
+            outs[profile] = tmp_path_factory.mktemp("qat_ptq") / profile
+            argv = ["qat", "--weights", str(tiny_yolo), "--data", str(tiny_data), "--out",
+                    str(outs[profile]), "--method", "max", "--calib-images", "4", "--batch",
+                    "4", "--workers", "0", *extra]
+            with pytest.raises(StopAfterPtq):
+                main(argv)
+    return outs
+
+
+def stop_after_ptq(*args, **kwargs):
+    raise StopAfterPtq
+
+
+def test_qat_ptq_options_reach_the_ptq_it_runs(ptq_by_qat):
+    trt = torch.load(ptq_by_qat["trt"] / "ptq.pt", weights_only=True)
+    assert r"model\.1\.conv$" in trt["quant_config"]["ignore"]  # --ignore
+    assert not trt["ties"] and not trt["residual_adds"]  # --no-rules
+    assert trt["calibration"]["method"] == "max"
+    saved = yaml.safe_load((ptq_by_qat["trt"] / "config.yaml").read_text())
+    assert saved["ignore"] == [r"model\.1\."] and saved["rules"] is False
+    ort = torch.load(ptq_by_qat["ort"] / "ptq.pt", weights_only=True)
+    assert ort["profile"] == "ort" and ort["quant_config"]["weight_bits"] == 7
+    assert r"model\.0\.conv$" in ort["quant_config"]["ignore"]  # --ignore-file
+
+
+def test_ptq_options_given_with_ptq_must_match_it(ptq_by_qat, tiny_yolo, tiny_data, tmp_path,
+                                                  capsys):
+    ptq = ptq_by_qat["trt"] / "ptq.pt"  # made with --ignore 'model\.1\.' --no-rules
+    base = ["qat", "--weights", str(tiny_yolo), "--data", str(tiny_data), "--ptq", str(ptq),
+            "--out", str(tmp_path / "out"), "--workers", "0"]
+    refused = {
+        ("--ignore", r"model\.2\."): ["--ignore keeps model.2.conv float, but the checkpoint "
+                                      "quantizes them", "the checkpoint keeps model.1.conv "
+                                      "float, which --ignore does not name"],
+        ("--ignore", r"model\.1\.", "--profile", "ort", "--weight-bits", "7"):
+            ["--weight-bits 7, but the checkpoint has 8-bit weights"],
+    }
+    for extra, reasons in refused.items():
+        assert main([*base, *extra]) == 2
+        message = capsys.readouterr().err
+        assert f"--ptq {ptq} was made with other PTQ options" in message
+        assert all(reason in message for reason in reasons), message
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+    unused_out = tmp_path / "unused"
+    matching = QatConfig(weights=str(tiny_yolo), data=str(tiny_data), ptq=str(ptq),
+                         out=str(unused_out), ignore=(r"model\.1\.",), rules=False, weight_bits=8)
+    source = qat_workflow.given_ptq_source(matching)  # accepted: the checkpoint's own options
+    assert source.profile == "trt"
+    with pytest.raises(YoloqError, match="but the checkpoint was made with --no-rules"):
+        qat_workflow.given_ptq_source(QatConfig(**{**matching.to_dict(), "rules": True}))
+
+
+def test_qat_method_is_checked_like_ptq_method(capsys):
+    with pytest.raises(YoloqError, match="unknown calibration method 'minmax'"):
+        QatConfig(weights="demo", data="demo", method="minmax")
+    with pytest.raises(SystemExit) as error:  # before anything loads, with the choices
+        main(["qat", "--weights", "demo", "--data", "demo", "--method", "minmax"])
+    assert error.value.code == 2 and "invalid choice: 'minmax'" in capsys.readouterr().err
+
+
+def test_qat_help_names_the_float_model_as_teacher_and_ptq_source(capsys):
+    with pytest.raises(SystemExit):
+        main(["qat", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the teacher, and what PTQ quantizes when no --ptq is given" in text
+    for option in ("--weight-bits", "--ignore", "--ignore-file", "--no-rules"):
+        assert option in text

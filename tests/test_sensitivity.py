@@ -7,6 +7,7 @@ from yoloq.models.native import load_float_checkpoint
 from yoloq.models.quantized import quantize_yolo
 from yoloq.models.sensitivity import detection_error, detector_output_error, yolo_units
 from yoloq.quant import QuantMode, calibrate, disable_quantization
+from yoloq.quant.calibrate import calibrate_groups
 from yoloq.sensitivity import (
     ResultsStore,
     output_error_measure,
@@ -21,16 +22,37 @@ FRAGILE = "model.4"
 
 @pytest.fixture()
 def quantized(tiny_yolo):
-    """The tiny YOLO, PTQ'd, with one layer made fragile: its input range cut to 2%."""
+    """The tiny YOLO, PTQ'd, with one layer made fragile: its weight range cut to 2%."""
     float_model = load_float_checkpoint(tiny_yolo).fuse()
     model = load_float_checkpoint(tiny_yolo).fuse()
     quantize_yolo(model)
     torch.manual_seed(0)
     images = torch.rand(8, 3, 128, 128)
     calibrate(model, [images], method="max", show_progress=False)
-    quantizer = model.model[4].conv.input_quantizer
+    # A weight quantizer: no other layer shares it. (An input quantizer may be tied to
+    # other layers' inputs: switching any of those float re-derives the shared scale.)
+    quantizer = model.model[4].conv.weight_quantizer
     quantizer.set_amax(quantizer.amax * 0.02)
     return float_model, model, images
+
+
+def units_of(model, images, only=None):
+    """The model's layers as units; a part of a tied group left quantized is recalibrated
+    on the same images, as ignoring the rest would."""
+    def regroup(groups):
+        return calibrate_groups(model, [images], groups, "max", show_progress=False)
+
+    return yolo_units(model, regroup=regroup, only=only)
+
+
+def first_layers(count):
+    return [f"model.{i}" for i in range(count)]
+
+
+def is_off(model, units, name):
+    """Whether every call site of the unit runs float (a disabled quantizer stands there)."""
+    return all(model.get_submodule(site).mode == QuantMode.DISABLED
+               for site in units.members[name])
 
 
 def proxy_measure(float_model, model, images):
@@ -44,7 +66,7 @@ def proxy_measure(float_model, model, images):
 
 def test_fragile_layer_ranks_first_by_proxy(quantized, tmp_path):
     float_model, model, images = quantized
-    groups = yolo_units(model)
+    groups = units_of(model, images)
     measure = proxy_measure(float_model, model, images)
     scores = score_units(groups, measure, ResultsStore(tmp_path / "s.json", {}),
                           baseline=measure(), show_progress=False)
@@ -69,7 +91,7 @@ def test_detection_error_ignores_boxes_and_classes_where_nothing_is_detected():
 
 def test_interrupted_run_resumes_without_recomputing(quantized, tmp_path):
     float_model, model, images = quantized
-    groups = dict(list(yolo_units(model).items())[:6])
+    groups = units_of(model, images, only=first_layers(6))
     measure = proxy_measure(float_model, model, images)
     baseline = measure()
     calls = []
@@ -101,15 +123,15 @@ def test_interrupted_run_resumes_without_recomputing(quantized, tmp_path):
 
 
 def test_search_stops_at_target_and_keeps_only_improving_layers(quantized):
-    _, model, _ = quantized
-    groups = dict(list(yolo_units(model).items())[:6])
+    _, model, images = quantized
+    groups = units_of(model, images, only=first_layers(6))
     names = list(groups)
     # A stand-in mAP, read from which quantizers are really off: layer 0 helps by 0.05,
     # layer 1 hurts, layer 2 helps by 0.03, the rest do nothing.
     effect = {names[0]: 0.05, names[1]: -0.01, names[2]: 0.03}
 
     def measure():
-        off = {n for n, qs in groups.items() if qs[0].mode == QuantMode.DISABLED}
+        off = {n for n in groups if is_off(model, groups, n)}
         return 0.40 + sum(effect.get(n, 0.0) for n in off)
 
     ranking = [names[1], names[0], names[3], names[2], names[4], names[5]]
@@ -118,25 +140,23 @@ def test_search_stops_at_target_and_keeps_only_improving_layers(quantized):
     assert result.fallback == [names[0]]  # names[1] did not improve: quantized again
     assert [step["layer"] for step in result.history] == [names[1], names[0]]  # stopped
     assert result.final_drop == pytest.approx(0.05)
-    assert groups[names[1]][0].mode == QuantMode.QUANTIZING
-    assert groups[names[0]][0].mode == QuantMode.DISABLED
+    assert not is_off(model, groups, names[1]) and is_off(model, groups, names[0])
 
 
 def test_interrupted_search_resumes_from_its_saved_steps(quantized):
-    _, model, _ = quantized
-    groups = dict(list(yolo_units(model).items())[:6])
+    _, model, images = quantized
+    groups = units_of(model, images, only=first_layers(6))
     names = list(groups)
     effect = {names[0]: 0.01, names[2]: 0.02, names[4]: 0.03}
     calls = []
 
     def measure():
         calls.append(1)
-        off = {n for n, qs in groups.items() if qs[0].mode == QuantMode.DISABLED}
+        off = {n for n in groups if is_off(model, groups, n)}
         return 0.40 + sum(effect.get(n, 0.0) for n in off)
 
     def search(**kwargs):
-        for quantizers in groups.values():
-            quantizers[0].mode = QuantMode.QUANTIZING
+        groups.enable(names)
         return search_fallback(groups, names, measure, float_map=0.45, target_drop=0.0,
                                start_map=0.40, show_progress=False, **kwargs)
 
@@ -158,18 +178,52 @@ def test_interrupted_search_resumes_from_its_saved_steps(quantized):
     assert resumed.final_map == pytest.approx(uninterrupted.final_map)
 
 
-def test_cli_workflow_writes_ranking_chart_and_ignore_file(tiny_yolo, tiny_data, tmp_path):
-    config = SensitivityConfig(weights=str(tiny_yolo), data=str(tiny_data),
-                               out=str(tmp_path / "sens"), mode="proxy", calib_images=8,
-                               batch=4, proxy_batches=1, workers=0, val_images=4)
+def fragile_checkpoint(tiny_yolo, path, profile="trt"):
+    """A ptq.pt of the tiny YOLO whose model.4 weights are cut to 2% of their range."""
+    from yoloq.models.quantized import save_quantized
+
+    model = load_float_checkpoint(tiny_yolo).fuse()
+    _, _, config = quantize_yolo(model, profile, weight_bits=8)
+    torch.manual_seed(0)
+    calibrate(model, [torch.rand(8, 3, 128, 128)], method="max", show_progress=False)
+    quantizer = model.model[4].conv.weight_quantizer
+    quantizer.set_amax(quantizer.amax * 0.02)
+    return save_quantized(model, path, profile, config, 128,
+                          calibration={"method": "max", "images": 8, "seconds": 0.0})
+
+
+def test_workflow_ranks_a_fragile_layer_and_its_ignore_line_keeps_it_float(
+        tiny_yolo, tiny_data, tmp_path):
+    ptq = fragile_checkpoint(tiny_yolo, tmp_path / "ptq.pt")
+    config = SensitivityConfig(weights=str(tiny_yolo), data=str(tiny_data), ptq=str(ptq),
+                               out=str(tmp_path / "sens"), mode="proxy", batch=4,
+                               proxy_batches=2, workers=0, val_images=4, top=1)
     run = run_sensitivity(config)
     out = tmp_path / "sens"
     assert {"sensitivity.json", "sensitivity.png", "ignore.txt"} <= {p.name for p in
                                                                     out.iterdir()}
+    assert run.ranking[0][0] == FRAGILE
+    assert run.ranking[0][1] > 10 * abs(run.ranking[1][1])  # far above the rest
     lines = (out / "ignore.txt").read_text().splitlines()
-    assert lines == [name.replace(".", r"\.") + r"\." for name, s in run.ranking[:3] if s > 0]
+    model, summary, _ = quantize_yolo(load_float_checkpoint(tiny_yolo).fuse(), ignore=lines)
+    ignored = {path for path in summary.ignored_paths if not path.startswith("model.77")}
+    assert ignored == {"model.4.conv"}  # that layer float, and nothing else but the head
     again = run_sensitivity(config)  # everything is already computed: same ranking
     assert again.ranking == run.ranking
+
+
+def test_with_ptq_its_own_profile_labels_the_exports(tiny_yolo, tiny_data, tmp_path):
+    from yoloq.export import read_metadata
+
+    ptq = fragile_checkpoint(tiny_yolo, tmp_path / "ptq_ort.pt", profile="ort")
+    config = SensitivityConfig(weights=str(tiny_yolo), data=str(tiny_data), ptq=str(ptq),
+                               out=str(tmp_path / "sens"), mode="proxy", batch=4,
+                               proxy_batches=1, workers=0, val_images=4, target_drop=100)
+    run = run_sensitivity(config)  # --profile is trt by default: the checkpoint's wins
+    assert run.search is not None and run.search.fallback == []
+    assert read_metadata(tmp_path / "sens" / "mixed.onnx")["profile"] == "ort"
+    with pytest.raises(Exception, match="unknown calibration method 'minmax'"):
+        SensitivityConfig(weights="demo", data="demo", method="minmax")
 
 
 def test_fragile_layer_ranks_first_by_map(demo_subset):
@@ -184,7 +238,7 @@ def test_fragile_layer_ranks_first_by_map(demo_subset):
     quantize_yolo(model)
     calibrate(model, create_calibration_loader(load_split(data, "train"), 16, 320, 8),
               method="max", show_progress=False)
-    quantizer = model.model[4].conv.input_quantizer
+    quantizer = model.model[4].conv.weight_quantizer  # untied, as in `quantized` above
     quantizer.set_amax(quantizer.amax * 0.02)
     loader = create_val_loader(load_split(data, "val"), 320, 16, 32)
 
@@ -192,7 +246,12 @@ def test_fragile_layer_ranks_first_by_map(demo_subset):
         with torch.inference_mode():
             return evaluate(lambda x: model(x)[0], loader, progress=False).map50_95
 
-    groups = dict(list(yolo_units(model).items())[:8])  # model.0 .. model.7
+    images = next(iter(create_calibration_loader(load_split(data, "train"), 16, 320, 8)))[0]
+
+    def regroup(groups):
+        return calibrate_groups(model, [images], groups, "max", show_progress=False)
+
+    groups = yolo_units(model, regroup=regroup, only=first_layers(8))
     scores = score_units(groups, measure, ResultsStore(demo_subset.parent / "s.json", {}),
                           baseline=measure(), show_progress=False)
     assert rank(scores)[0][0] == FRAGILE and scores[FRAGILE] > 0.05

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,13 +94,15 @@ def predict_images(
         raise YoloqError(f"no images in {', '.join(map(str, sources))}")
     size = align_to_stride(img_size or predictor.img_size, int(predictor.stride))
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise YoloqError(f"--out {out_dir} is a file, not a folder")
     results, used_names = [], set()
     for path in progress(images, "predict", enabled=show_progress):
         image = load_rgb(path)
         detections = detect(predictor, image, path, size, conf, iou, max_det, device)
+        out_dir.mkdir(parents=True, exist_ok=True)  # here: a bad first image makes no folder
         output = out_dir / _unique_name(path.name, used_names)
-        draw_detections(image, detections).save(output)
+        save_image_atomic(draw_detections(image, detections), output)
         results.append(ImagePrediction(path, output, detections))
     summary = {"model": getattr(predictor, "description", ""), "img_size": size,
                "conf": conf, "iou": iou, "images": [r.to_dict() for r in results]}  # fmt: skip
@@ -144,6 +147,20 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Imag
         draw.rectangle((left, text_top, left + x2 - x1 + 2, text_top + y2 - y1 + 2), fill=color)
         draw.text((left + 1 - x1, text_top + 1 - y1), text, fill="white", font=font)
     return image
+
+
+def save_image_atomic(image: Image.Image, path: Path) -> Path:
+    """Save through a temporary file of the same suffix (PIL picks the format by it), so
+    that an interrupted run never leaves a half-written drawing."""
+    handle, temporary = tempfile.mkstemp(suffix=path.suffix, prefix=".", dir=path.parent)
+    os.close(handle)
+    try:
+        image.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
 
 
 def _unique_name(name: str, used: set[str]) -> str:

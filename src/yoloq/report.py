@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from yoloq.errors import YoloqError
+from yoloq.models.registry import has_random_weights
 
 # torch and the built-in backends; `yoloq.runtime.backends.register_backend` adds the others,
 # so that a report written before a backend was registered in this process still loads.
@@ -30,6 +31,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 SCHEMA_VERSION = 1
+RANDOM_WEIGHTS_NOTE = ("RANDOM WEIGHTS: the float model was built from an architecture, not "
+                       "loaded from a checkpoint, so these mAPs mean nothing")
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,15 @@ class Report:
     config: dict = field(default_factory=dict)
     machine: dict = field(default_factory=machine_info)
     created: str = field(default_factory=_now)
+    # Whether the float model was built untrained (an architecture name or model YAML as
+    # --weights). None: decided from config["weights"], which every workflow's config has,
+    # so that no workflow can write a report of a random model without saying so.
+    random_weights: bool | None = None
+
+    def __post_init__(self):
+        if self.random_weights is None:
+            weights = self.config.get("weights")
+            self.random_weights = weights is not None and has_random_weights(weights)
 
     def add(self, row: ReportRow) -> Report:
         self.rows.append(row)
@@ -117,6 +129,7 @@ class Report:
             config=data.get("config", {}),
             machine=data.get("machine", {}),
             created=data.get("created", ""),
+            random_weights=data.get("random_weights"),
         )
 
     def save(self, folder: str | Path) -> Path:
@@ -236,6 +249,7 @@ def report_markdown(report: Report) -> str:
         "batch size; x float: "
         "latency ratio to that row.",
         "",
+        *([f"**{RANDOM_WEIGHTS_NOTE}**", ""] if report.random_weights else []),
         "| " + " | ".join(headers) + " |",
         "|"
         + "|".join("---" if i < 4 or i == len(headers) - 1 else "---:" for i in range(len(headers)))
@@ -257,7 +271,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
     headers, rows = table_cells(report)
     models = ", ".join(dict.fromkeys(row[0] for row in rows))
     table = Table(title=f"{models}: mAP in points; drop and latency ratio vs fp32 of the "
-                  "same backend")
+                  "same backend", caption=RANDOM_WEIGHTS_NOTE if report.random_weights else None,
+                  caption_style="bold yellow")
     table.add_column("run")
     for header in headers[4:-1]:
         header = header.replace("x float ", "ratio ").replace(" b", "\nb").replace("@", "\n@")

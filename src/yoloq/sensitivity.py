@@ -2,7 +2,8 @@
 
 The caller supplies three things and this module knows nothing else of the model:
 
-- units: named groups of quantizers (`{"layer1": [q, q, ...]}`), e.g. `units_by_path`;
+- units: named groups of the model's quantizer call sites (`Units`, e.g. `units_by_path`),
+  which switch a unit float exactly as ignoring it at quantize time would, ties and all;
 - a measure: a function of no arguments, higher meaning a better model (mAP, or the
   negative output error of `output_error_measure`), evaluated on the model as it is;
 - a store: `ResultsStore`, a JSON file written after every unit, so an interrupted run
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,51 +32,154 @@ import torch.nn as nn
 
 from yoloq.console import progress
 from yoloq.errors import YoloqError
-from yoloq.quant import QuantMode, TensorQuantizer, disable_quantization, iter_quantizers
+from yoloq.quant import QuantMode, TensorQuantizer, disable_quantization
+from yoloq.quant.calibrate import set_submodule
 
 SCHEMA_VERSION = 1
-Units = dict[str, list[TensorQuantizer]]
 # error(model, images, float outputs) -> (summed error, how many values it sums) per output
 ErrorFunction = Callable[[nn.Module, torch.Tensor, object], Iterable[tuple[float, int]]]
+# regroup([[site, ...], ...]) -> the amax each group of call sites calibrates to on its own
+Regroup = Callable[[list[list[str]]], list[torch.Tensor]]
 
 
-def units_by_path(model: nn.Module, depth: int | None = None) -> Units:
-    """Enabled quantizers grouped by the first `depth` components of their module path
-    (None: each quantized module is a unit), in model order."""
-    units: Units = {}
-    for path, quantizer in iter_quantizers(model):
-        if not quantizer.enabled:
-            continue
-        module_path = path.rpartition(".")[0]
-        key = module_path if depth is None else ".".join(module_path.split(".")[:depth])
-        units.setdefault(key, []).append(quantizer)
-    return units
+class Units:
+    """Named units of a quantized model's call sites (quantizer paths, with duplicates:
+    a quantizer tied across sites is listed at each), and switches that run some units
+    float, exactly as ignoring them when quantizing would.
+
+    Ignoring a unit removes its sites; every scale group it shared with other units
+    keeps the rest tied, with the amax those sites calibrate to without it. So turning
+    a unit off puts a disabled quantizer at each of its sites and gives each group's
+    remaining part the amax `regroup` calibrates for it (computed once per part and
+    kept). A model without ties never needs `regroup`.
+    """
+
+    def __init__(self, model: nn.Module, unit_of: Callable[[str], str | None],
+                 regroup: Regroup | None = None):
+        self.model, self.regroup = model, regroup
+        self.members: dict[str, list[str]] = {}
+        self._quantizers: dict[str, TensorQuantizer] = {}
+        for site, quantizer in _enabled_sites(model):
+            self._quantizers[site] = quantizer  # all of them: a site outside every unit
+            name = unit_of(site)                # may still share a scale with one inside
+            if name is not None:
+                self.members.setdefault(name, []).append(site)
+        self._groups = _scale_groups(self._quantizers)
+        self._full = {id(q): q.amax.clone() for q in self._quantizers.values()
+                      if q.amax is not None}
+        self._disabled: dict[str, TensorQuantizer] = {}
+        self._amax: dict[frozenset[str], torch.Tensor] = {}
+        self.kept = set(self._quantizers)
+
+    def __iter__(self):
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def sites(self, names: Iterable[str]) -> set[str]:
+        return {site for name in names for site in self.members[name]}
+
+    def disable(self, names: Iterable[str]) -> None:
+        """Run these units float from now on."""
+        self._apply(self.kept - self.sites(names))
+
+    def enable(self, names: Iterable[str]) -> None:
+        """Quantize these units again."""
+        self._apply(self.kept | self.sites(names))
+
+    @contextlib.contextmanager
+    def off(self, names: Iterable[str]):
+        """These units float inside the block (on top of those already off)."""
+        with self._state(self.kept - self.sites(names)):
+            yield
+
+    @contextlib.contextmanager
+    def only(self, name: str):
+        """Every unit float but `name` inside the block."""
+        with self._state(self.sites([name])):
+            yield
+
+    def prepare(self, names: Iterable[str], inverse: bool = False) -> None:
+        """Calibrate, in one pass, the group parts that turning each unit off (or, with
+        `inverse`, only it on) will need."""
+        self._calibrate([self.sites([n]) if inverse else self.kept - self.sites([n])
+                         for n in names])
+
+    @contextlib.contextmanager
+    def _state(self, kept: set[str]):
+        previous = set(self.kept)
+        self._apply(kept)
+        try:
+            yield
+        finally:
+            self._apply(previous)
+
+    def _apply(self, kept: set[str]) -> None:
+        self._calibrate([kept])
+        for group in self._groups:
+            quantizer = self._quantizers[group[0]]
+            part = [site for site in group if site in kept]
+            if part and len(part) < len(group):
+                quantizer.set_amax(self._amax[frozenset(part)])
+            elif part and id(quantizer) in self._full:
+                quantizer.set_amax(self._full[id(quantizer)])
+            for site in group:
+                set_submodule(self.model, site, quantizer if site in kept else
+                              self._disabled_at(site))
+        self.kept = set(kept)
+
+    def _calibrate(self, plans: Iterable[set[str]]) -> None:
+        parts = {frozenset(site for site in group if site in kept)
+                 for kept in plans for group in self._groups}
+        needed = [p for p in parts if p and p not in self._amax
+                  and len(p) < len(self._group_of(next(iter(p))))]
+        if not needed:
+            return
+        if self.regroup is None:
+            raise YoloqError("part of a tied scale group runs float: give Units a regroup "
+                             "function to calibrate what stays tied")
+        ordered = [[site for site in self._group_of(next(iter(p))) if site in p] for p in needed]
+        for part, amax in zip(needed, self.regroup(ordered)):
+            self._amax[part] = amax
+
+    def _group_of(self, site: str) -> tuple[str, ...]:
+        return next(group for group in self._groups if site in group)
+
+    def _disabled_at(self, site: str) -> TensorQuantizer:
+        if site not in self._disabled:
+            quantizer = self._quantizers[site]
+            self._disabled[site] = TensorQuantizer(quantizer.spec, quantizer.name)
+            self._disabled[site].mode = QuantMode.DISABLED
+        return self._disabled[site]
 
 
-def quantizers_under(model: nn.Module, unit: str) -> list[TensorQuantizer]:
-    """Every quantizer under a unit's module path, enabled or not."""
-    prefix = unit + "."
-    return [q for path, q in iter_quantizers(model) if path.startswith(prefix)]
+def _enabled_sites(model: nn.Module) -> Iterator[tuple[str, TensorQuantizer]]:
+    for path, module in model.named_modules(remove_duplicate=False):
+        if isinstance(module, TensorQuantizer) and module.enabled:
+            yield path, module
 
 
-@contextlib.contextmanager
-def quantizers_off(quantizers: Iterable[TensorQuantizer]):
-    """Disable these quantizers inside the block; restore their modes after."""
-    saved = [(q, q.mode) for q in quantizers]
-    for quantizer, _ in saved:
-        quantizer.mode = QuantMode.DISABLED
-    try:
-        yield
-    finally:
-        for quantizer, mode in saved:
-            quantizer.mode = mode
+def _scale_groups(quantizers: dict[str, TensorQuantizer]) -> list[tuple[str, ...]]:
+    """The sites of each quantizer object, in model order: one scale group each."""
+    groups: dict[int, list[str]] = {}
+    for site, quantizer in quantizers.items():
+        groups.setdefault(id(quantizer), []).append(site)
+    return [tuple(sites) for sites in groups.values()]
 
 
-@contextlib.contextmanager
-def only_enabled(units: Units, keep: str):
-    """Every unit's quantizers off but `keep`'s."""
-    with quantizers_off(q for name, qs in units.items() if name != keep for q in qs):
-        yield
+def units_by_path(model: nn.Module, depth: int | None = None, regroup: Regroup | None = None,
+                  only: Iterable[str] | None = None) -> Units:
+    """Units of the first `depth` components of each site's module path (None: each
+    quantized module is a unit), in model order; `only`: these units alone."""
+    wanted = None if only is None else set(only)
+
+    def unit_of(site: str) -> str | None:
+        module_path = site.rpartition(".")[0]
+        name = module_path if depth is None else ".".join(module_path.split(".")[:depth])
+        return name if wanted is None or name in wanted else None
+
+    return Units(model, unit_of, regroup)
 
 
 class ResultsStore:
@@ -129,9 +233,9 @@ def score_units(units: Units, measure: Callable[[], float], store: ResultsStore,
     turning it off (or, with `inverse`, only it on). The score is what the unit costs:
     measure(unit off) - baseline, or baseline - measure(only the unit on)."""
     todo = [name for name in units if name not in store.scores]
+    units.prepare(todo, inverse)
     for name in progress(todo, "sensitivity", enabled=show_progress):
-        context = only_enabled(units, name) if inverse else quantizers_off(units[name])
-        with context:
+        with units.only(name) if inverse else units.off([name]):
             value = measure()
         store.record(name, baseline - value if inverse else value - baseline)
     return {name: store.scores[name] for name in units}
@@ -206,9 +310,7 @@ def search_fallback(units: Units, ranking: list[str], measure: Callable[[], floa
     for unit in progress(ranking, "mixed-precision search", enabled=show_progress):
         if float_map - current <= target_drop or len(result.fallback) >= max_layers:
             break
-        saved = [(q, q.mode) for q in units[unit]]
-        for quantizer, _ in saved:
-            quantizer.mode = QuantMode.DISABLED
+        units.disable([unit])
         value = recorded[unit] if unit in recorded else measure()
         kept = value > current
         result.history.append({"layer": unit, "map50_95": value, "kept_float": kept})
@@ -216,8 +318,7 @@ def search_fallback(units: Units, ranking: list[str], measure: Callable[[], floa
             result.fallback.append(unit)
             current = value
         else:
-            for quantizer, mode in saved:
-                quantizer.mode = mode
+            units.enable([unit])
         if on_step is not None and unit not in recorded:
             on_step(result.history)
     result.final_map = current

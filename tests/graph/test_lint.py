@@ -160,3 +160,66 @@ def test_trt_export_passes_strict_lint_only_with_rules(quantized, arch, capsys):
     assert main(["lint", str(with_rules), "--strict"]) == 0
     assert main(["lint", str(without), "--strict"]) == 1
     assert "concat" in capsys.readouterr().out
+
+
+def pad_between_equal_scales(mode: str, value: float | None) -> dict[str, int]:
+    """conv -> Q/DQ -> Pad -> Q/DQ (the same scale) -> conv."""
+    b = Builder()
+    inputs = [b.qdq(b.conv("x", 0.05), 0.1), b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1]))]
+    if value is not None:
+        inputs.append(b.const(np.float32(value)))
+    return found(b.model(b.conv(b.node("Pad", inputs, mode=mode), 0.1)))
+
+
+@pytest.mark.parametrize(
+    "mode, value, transparent",
+    [("constant", None, True), ("constant", 0.0, True), ("constant", 0.5, False),
+     ("reflect", None, True), ("edge", None, True)],
+)
+def test_pad_keeps_the_scale_when_it_pads_zeros_or_copies(mode, value, transparent):
+    """A zero (on every grid) or a copied value keeps the scale domain: nothing to report.
+    Any other fill is a new value: the Pad runs in float between int8 ops."""
+    assert pad_between_equal_scales(mode, value) == ({} if transparent else {"float-op": 1})
+
+
+def per_tensor_layer(op: str, shape: tuple[int, ...], **attrs) -> dict[str, int]:
+    """An int8 `op` whose constant weight of `shape` has one per-tensor Q/DQ."""
+    b = Builder()
+    x = b.conv("x", 0.05)
+    if op in ("MatMul", "Gemm"):  # 2-D data [rows, K]; K from the weight's layout
+        k = shape[1] if attrs.get("transB") else shape[0]
+        x = b.node("Reshape", [x, b.const(np.array([-1, k]))])
+    w = b.const(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+    s, zp = b.const(np.float32(0.01)), b.const(np.int8(0))
+    weight = b.node("DequantizeLinear", [b.node("QuantizeLinear", [w, s, zp]), s, zp])
+    return found(b.model(b.node(op, [b.qdq(x, 0.1), weight], **attrs)))
+
+
+@pytest.mark.parametrize(
+    "op, shape, attrs, channels",
+    [("MatMul", (8, 1), {}, 1), ("MatMul", (1, 4), {}, 4), ("Gemm", (8, 1), {}, 1),
+     ("Gemm", (1, 4), {"transB": 0}, 4), ("Gemm", (1, 8), {"transB": 1}, 1),
+     ("ConvTranspose", (8, 1, 2, 2), {}, 1), ("ConvTranspose", (8, 1, 2, 2), {"group": 2}, 2)],
+)
+def test_per_tensor_weights_are_reported_by_each_ops_output_channels(op, shape, attrs, channels):
+    """MatMul weights are [K, N], Gemm's [K, N] unless transB, ConvTranspose's [C_in,
+    C_out / group, ...]: per-tensor weights are fine only with one output channel."""
+    expected = {"weight-per-tensor": 1} if channels > 1 else {}
+    assert per_tensor_layer(op, shape, **attrs) == expected
+
+
+def test_linear_on_3d_input_reads_its_weight_through_a_transpose(tmp_path):
+    """torch exports nn.Linear on [B, T, C] as DQ(weight) -> Transpose -> MatMul."""
+    import torch
+    import torch.nn as nn
+
+    from yoloq.export import export_onnx
+    from yoloq.quant import calibrate, quantize
+
+    model, _ = quantize(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 1)).eval())
+    x = torch.rand(2, 5, 8)
+    calibrate(model, [x], method="max", show_progress=False)
+    proto = onnx.load(str(export_onnx(model, tmp_path / "linear.onnx", x)))
+    transposed = [n for n in proto.graph.node if n.op_type == "Transpose"]
+    assert len(transposed) == 2 and sum(n.op_type == "MatMul" for n in proto.graph.node) == 2
+    assert lint_onnx(proto).clean

@@ -1,9 +1,12 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from yoloq.quant import HistogramCalibrator, MaxCalibrator
-from yoloq.quant.amax import entropy_amax, mse_amax, percentile_amax
+from yoloq.quant.amax import mse_amax, percentile_amax
+from yoloq.quant.calib import MAX_GROWTH
 
 
 def test_max_calibrator_per_tensor_and_per_channel():
@@ -32,7 +35,41 @@ def test_histogram_grows_without_losing_counts():
     counts, edges = calibrator.histogram()
     assert counts.sum().item() == 30_000
     assert edges[-1] >= max(x.abs().max() for x in batches)
-    assert len(counts) <= 4 * 256
+    assert len(counts) <= MAX_GROWTH * 256
+
+
+def test_histogram_grows_with_the_first_batch_width():
+    # Model Optimizer's rule: the first batch's max / num_bins stays the bin width, and a
+    # wider batch adds bins up to ceil(max / width): here 10x the first range, unmerged.
+    generator = torch.Generator().manual_seed(0)
+    first = torch.rand(5000, generator=generator) * 2 - 1
+    later = torch.randn(5000, generator=generator) * 4
+    calibrator = HistogramCalibrator(num_bins=256)
+    calibrator.collect(first)
+    calibrator.collect(later)
+    counts, edges = calibrator.histogram()
+    width = first.abs().max().item() / 256
+    assert len(counts) == math.ceil(later.abs().max().item() / width) > 4 * 256
+    assert edges[1].item() == pytest.approx(width)
+    assert edges[-1] >= later.abs().max()
+    expected = torch.histc(first.abs(), 256, 0, first.abs().max().item())
+    expected = torch.cat([expected, torch.zeros(len(counts) - 256)])
+    expected += torch.histc(later.abs(), len(counts), 0, edges[-1].item())
+    assert torch.equal(counts.float(), expected)
+
+
+def test_histogram_bins_as_histc_does():
+    x = torch.randn(300_000, generator=torch.Generator().manual_seed(2)) * 3
+    calibrator = HistogramCalibrator(num_bins=2048)
+    calibrator.collect(x)
+    counts, _ = calibrator.histogram()
+    assert torch.equal(counts.float(), torch.histc(x.abs(), 2048, 0, x.abs().max().item()))
+
+
+def test_histogram_refuses_non_finite_values():
+    calibrator = HistogramCalibrator()
+    with pytest.raises(ValueError, match="inf or NaN"):
+        calibrator.collect(torch.tensor([1.0, float("nan")]))
 
 
 def test_percentile_matches_torch_quantile():
@@ -63,41 +100,6 @@ def test_mse_amax_is_near_the_brute_force_optimum(distribution):
     grid = np.linspace(0.2, x.abs().max().item(), 400)
     best = min(quant_mse(x, a) for a in grid)
     assert quant_mse(x, chosen) <= best * 1.02
-
-
-def reference_entropy_amax(hist, edges, levels=128):
-    """TensorRT's KL-divergence calibration, written plainly (loops, no vectorisation)."""
-    hist = [float(v) for v in hist]
-    n = len(hist)
-    best_i, best_kl = None, float("inf")
-    for i in range(levels, n):
-        p = hist[:i]
-        p[i - 1] += sum(hist[i:])
-        group = i // levels
-        q = [0.0] * i
-        for j in range(levels):
-            start = j * group
-            stop = i if j == levels - 1 else start + group
-            nonzero = [k for k in range(start, stop) if hist[k] != 0]
-            total = sum(hist[start:stop])
-            for k in nonzero:
-                q[k] = total / len(nonzero)
-        ps, qs = sum(p), sum(q)
-        kl = 0.0
-        for pk, qk in zip(p, q):
-            if pk > 0:
-                kl = float("inf") if qk == 0 else kl + pk / ps * np.log((pk / ps) / (qk / qs))
-        if kl < best_kl:
-            best_i, best_kl = i, kl
-    return edges[best_i]
-
-
-def test_entropy_matches_reference_implementation():
-    rng = np.random.default_rng(0)
-    values = np.abs(np.concatenate([rng.laplace(size=50_000), rng.normal(size=50_000) * 3]))
-    hist, edges = np.histogram(values, bins=512, range=(0, values.max()))
-    expected = reference_entropy_amax(hist, edges)
-    assert entropy_amax(hist, edges) == pytest.approx(expected, rel=0.02)
 
 
 def test_amax_functions_reject_empty_histograms():

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (YoloqError, FileNotFoundError) as error:
+    except (YoloqError, OSError) as error:  # OSError: the disk's word on a path (full, denied)
         print(f"yoloq: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

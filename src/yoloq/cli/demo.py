@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     parser.add_argument("--calib-images", type=int, default=256, help="calibration images")
     parser.add_argument("--workers", type=int, default=2, help="data loader processes")
     parser.add_argument("--qat", action="store_true",
-                        help="end with a short QAT step on the trt model (into OUT/qat)")
+                        help="end with a short QAT step on the trt model (adds "
+                        "qat_trt.onnx to OUT and its rows to the report)")
     parser.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs with --qat")
     parser.add_argument("--qat-iters", type=int, default=20, help="QAT batches per epoch")
     parser.set_defaults(func=run)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from pathlib import Path
 
 import torch
 
 from yoloq.data import create_val_loader, load_data_config, load_split
 from yoloq.errors import YoloqError
 from yoloq.evaluate import evaluate, print_eval_result
+from yoloq.report import write_text_atomic
 from yoloq.runtime.backends import BACKENDS, load_predictor
 
 
@@ -47,6 +50,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.out and Path(args.out).is_dir():
+        raise YoloqError(f"--out {args.out} is a folder; give the JSON file to write")
     config = load_data_config(args.data)
     image_set = load_split(config, args.split, on_bad_data=args.on_bad_data)  # fail early
     predictor = load_predictor(args.weights, args.device, args.backend)
@@ -74,7 +79,7 @@ def run(args) -> int:
     result.settings.update(weights=str(args.weights), data=str(args.data), img_size=img_size,
                            backend=predictor.backend, precision=predictor.precision)
     print_eval_result(result)
-    if args.out:
-        result.save(args.out)
+    if args.out:  # atomically: an interrupted write never leaves a complete-looking JSON
+        write_text_atomic(args.out, json.dumps(result.to_dict(), indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

@@ -64,13 +64,24 @@ def run(args) -> int:
                          f"not {args.profile}: Q/DQ placement differs between profiles, so "
                          f"rerun `yoloq ptq --profile {args.profile}`")
     out = Path(args.out) if args.out else default_output(args.weights, args.fp16)
+    if out.is_dir():
+        raise YoloqError(f"--out {out} is a folder; give the .onnx file to write")
     check = check_export(predictor, out, args.img or predictor.img_size, args.opset,
-                             args.dynamic, fp16=args.fp16, fp16_io=args.fp16_io)
+                         args.dynamic, fp16=args.fp16, fp16_io=args.fp16_io)
     versus = "FP16 ONNX Runtime vs FP32 torch" if args.fp16 else "ONNX Runtime vs torch"
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); {versus}: "
-          f"max |error| {check['max_abs_error']:.3g} ({check['max_error_steps']:.2f} "
-          f"output-score steps, {check['max_box_error_px']:.3g} px on boxes)")
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); {versus}: {parity(check)}")
     return 0
+
+
+def parity(check: dict) -> str:
+    """check_export's errors in the output's own units: a float output's in pixels and
+    absolute score, a quantized one's in steps of its grid too."""
+    errors = (f"max error {check['max_box_error_px']:.3g} px on boxes, "
+              f"{check['max_score_error']:.3g} on scores (absolute, scores are 0..1)")
+    if check["output"] == "float":
+        return f"float output, {errors}"
+    return (f"quantized output (grid step {check['grid_step']:.3g}), max error "
+            f"{check['max_error_steps']:.2f} steps of its grid; {errors}")
 
 
 def default_output(weights: str, fp16: bool):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from yoloq.errors import YoloqError
+from yoloq.quant import METHODS, PROFILES
 from yoloq.report import print_report
-from yoloq.workflows.config import QatConfig
+from yoloq.workflows.config import QatConfig, read_ignore_file
 from yoloq.workflows.qat import resume_qat, run_qat
 
 EPILOG = """examples:
@@ -34,9 +35,11 @@ def register(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--weights", help="float model (.pt, name, 'demo'): the teacher")
+    parser.add_argument("--weights", help="the float model (.pt, architecture name, 'demo'): "
+                        "the teacher, and what PTQ quantizes when no --ptq is given")
     parser.add_argument("--data", help="data YAML, or 'demo' for the built-in benchmark")
-    parser.add_argument("--ptq", help="start from this ptq.pt (default: run PTQ first)")
+    parser.add_argument("--ptq", help="start from this ptq.pt, made from --weights (default: "
+                        "run PTQ first); PTQ options given with it must match it")
     parser.add_argument("--out", help="output folder (default runs/qat)")
     parser.add_argument("--exist-ok", action="store_true", help="write into a non-empty --out")
     parser.add_argument(
@@ -62,9 +65,18 @@ def register(subparsers) -> None:
         help="supervision: MSE to the teacher (default); det: detection loss "
         "on the labels; both: their sum",
     )
-    parser.add_argument("--profile", choices=("trt", "ort"), help="PTQ profile (default trt)")
-    parser.add_argument("--method", help="PTQ calibration method (default mse)")
+    parser.add_argument("--profile", choices=PROFILES, help="PTQ profile (default trt)")
+    parser.add_argument("--method", choices=METHODS, help="PTQ calibration method (default mse)")
     parser.add_argument("--calib-images", type=int, help="PTQ calibration images (256)")
+    parser.add_argument("--ignore", action="append",
+                        help="PTQ: regex of module paths to keep float (repeatable), e.g. "
+                        "'model\\.105\\.'")
+    parser.add_argument("--ignore-file", help="PTQ: file with one ignore regex per line")
+    parser.add_argument("--weight-bits", type=int, choices=(7, 8),
+                        help="PTQ, ort profile: 7-bit weights for CPUs without VNNI (default 8)")
+    parser.add_argument("--no-rules", dest="rules", action="store_false", default=None,
+                        help="PTQ, trt profile: do not tie the scales around Concat/MaxPool and "
+                        "leave residual adds unquantized (for comparison)")
     parser.add_argument("--batch", type=int, help="batch size per process (default 8)")
     parser.add_argument("--img", type=int, help="input size (default: the model's, else 640)")
     parser.add_argument("--val-images", type=int, help="evaluate on the first N val images")
@@ -93,6 +105,8 @@ _FIELDS = (
     "profile",
     "method",
     "calib_images",
+    "weight_bits",
+    "rules",
     "batch",
     "img",
     "val_images",
@@ -105,8 +119,19 @@ _FIELDS = (
 _RESUME_FIELDS = ("device", "workers")
 
 
-def run(args) -> int:
+def given_settings(args) -> dict:
+    """The QatConfig fields set on the command line (--ignore and --ignore-file as one)."""
     given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) is not None}
+    ignore = list(args.ignore or [])
+    if args.ignore_file:
+        ignore += read_ignore_file(args.ignore_file)
+    if ignore:
+        given["ignore"] = tuple(ignore)
+    return given
+
+
+def run(args) -> int:
+    given = given_settings(args)
     if args.resume:
         changed = sorted(set(given) - set(_RESUME_FIELDS))
         if changed:

@@ -10,10 +10,13 @@ from yoloq.models.quantized import placement_groups
 
 EPILOG = """examples:
   yoloq rules yolov7
+  yoloq rules demo
+  yoloq rules yolov7-tiny.pt                 (an official checkpoint)
   yoloq rules models/custom.yaml --json > groups.json
   yoloq rules runs/ptq/ptq.pt
 
-Each line reads `FOLLOWER match to LEADER`: the follower uses the leader's scale."""
+Each line reads `FOLLOWER match to LEADER`: the follower uses the leader's scale.
+Any other torch module, from Python: yoloq.graph.find_scale_groups(model, example)."""
 
 
 def register(subparsers) -> None:
@@ -30,8 +33,9 @@ def register(subparsers) -> None:
     parser.add_argument(
         "weights",
         metavar="WEIGHTS",
-        help="checkpoint (.pt, float or ptq.pt), model YAML, or architecture "
-        "name (yolov7, yolov5s, ...)",
+        help="a yoloq checkpoint (float, or quantized ptq.pt / qat.pt: its recorded ties), "
+        "an official YOLOv5 / YOLOv7 .pt, a model YAML, an architecture name (yolov7, "
+        "yolov5s, ...) or 'demo'",
     )
     parser.add_argument(
         "--ignore",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from yoloq.console import console
+from yoloq.workflows.config import check_output_dir
 from yoloq.workflows.sensitivity import SensitivityConfig, run_sensitivity
 from yoloq.workflows.steps import sensitivity_table
 
@@ -58,6 +60,7 @@ def run(args) -> int:
               "proxy_batches", "target_drop", "max_layers", "top", "profile", "method",
               "calib_images", "batch", "img", "device", "workers")
     config = SensitivityConfig(**{name: getattr(args, name) for name in fields})
+    check_output_dir(Path(config.out), exist_ok=True)  # a rerun resumes in its folder
     result = run_sensitivity(config)
     console.print(sensitivity_table(result.ranking, config.mode))
     if result.search:

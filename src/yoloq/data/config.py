@@ -51,7 +51,7 @@ def load_data_config(path: str | Path) -> DataConfig:
     try:
         raw = yaml.safe_load(file.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise YoloqError(f"{file}: not a readable YAML file ({error})") from None
+        raise YoloqError(f"{file}: not a readable YAML file ({yaml_error_line(error)})") from None
     if not isinstance(raw, dict):
         raise YoloqError(f"{file}: expected a mapping with 'train', 'val', 'names'")
     root = _root(file, raw.get("path"))
@@ -64,6 +64,16 @@ def load_data_config(path: str | Path) -> DataConfig:
     if not splits:
         raise YoloqError(f"{file}: no 'train' or 'val' entry")
     return DataConfig(file=file.resolve(), names=names, splits=splits)
+
+
+def yaml_error_line(error: Exception) -> str:
+    """A YAML (or decoding) error in one line: PyYAML's own message spans several, with
+    an excerpt of the file under it."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())
 
 
 def _root(file: Path, path_entry) -> Path:

@@ -66,6 +66,7 @@ class ImageSet:
     duplicate_rows: int = 0
     backgrounds: int = 0
     labels_read: int = 0  # label files parsed in this run; the rest came from the cache
+    sources: tuple[Path, ...] = ()  # the folders / list files read, for error messages
 
     def __len__(self) -> int:
         return len(self.records)
@@ -259,6 +260,7 @@ def load_images(
         _write_cache(cache_file, len(names), {**cached, **entries})
     image_set = _assemble(entries, tuple(names))
     image_set.labels_read = labels_read
+    image_set.sources = tuple(map(Path, sources))
     return image_set
 
 

@@ -126,6 +126,7 @@ def create_val_loader(
 
     The loader's dataset holds the records in batch order (`loader.dataset.records`).
     """
+    require_images(image_set, "evaluate on")
     img_size = align_to_stride(img_size, stride)
     records = list(image_set.records)
     if rect and records:
@@ -152,6 +153,7 @@ def create_calibration_loader(
     letterboxed to the square `img_size` the deployed model will see."""
     if num_images <= 0:
         raise YoloqError(f"number of calibration images must be positive, not {num_images}")
+    require_images(image_set, "calibrate on")
     img_size = align_to_stride(img_size, stride)
     count = min(num_images, len(image_set.records))
     chosen = np.random.default_rng(seed).choice(len(image_set.records), count, replace=False)
@@ -171,6 +173,7 @@ def create_train_loader(
 ) -> DataLoader:
     """Shuffled, augmented square batches; the order and augmentations follow `seed`
     (call `loader.dataset.set_epoch(e)` for new augmentations each epoch)."""
+    require_images(image_set, "train on")
     img_size = align_to_stride(img_size, stride)
     shapes = [(img_size, img_size)] * len(image_set.records)
     dataset = LetterboxDataset(
@@ -178,6 +181,16 @@ def create_train_loader(
     )
     generator = torch.Generator().manual_seed(seed)
     return _loader(dataset, batch_size, workers, shuffle=True, generator=generator)
+
+
+def require_images(image_set: ImageSet, purpose: str) -> None:
+    """Refuse an empty image set: evaluating nothing gives a meaningless mAP, and
+    calibrating or training on nothing leaves the model as it was, both silently."""
+    if image_set.records:
+        return
+    where = ", ".join(map(str, image_set.sources)) or "the image set"
+    dropped = f": {image_set.drop_summary()}" if image_set.dropped_images else ""
+    raise YoloqError(f"{where}: no images to {purpose}{dropped}")
 
 
 def _loader(dataset, batch_size, workers, shuffle, generator=None) -> DataLoader:

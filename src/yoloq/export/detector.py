@@ -5,12 +5,18 @@ the .onnx self-describing. (The check of ONNX Runtime against torch after export
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 import torch.nn as nn
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
 
+from yoloq.errors import YoloqError
 from yoloq.export.fp16 import FP16_QDQ_OPSET, convert_to_fp16
 from yoloq.export.onnx import export_onnx
 from yoloq.quant.quantizer import QuantMode, iter_quantizers
@@ -59,14 +65,25 @@ def export_detector(
     wrapper = _FirstOutput(model).train(model.training)  # export restores this mode after
     if fp16 and has_quantizers(model):
         opset = max(opset, FP16_QDQ_OPSET)
-    path = export_onnx(wrapper, path, example, opset, dynamic_batch=False, dynamic_axes=axes)
-    if metadata or fp16:
-        proto = onnx.load(str(path))
-        if fp16:
-            proto, _ = convert_to_fp16(proto, keep_io_types=not fp16_io)
-        props = {**(metadata or {}), **({"float_type": "fp16"} if fp16 else {})}
-        onnx.helper.set_model_props(proto, {k: str(v) for k, v in props.items()})
-        onnx.save(proto, str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The whole file (metadata and FP16 included) is made under a temporary name and renamed
+    # at the end: a failed or interrupted export never leaves a complete-looking .onnx.
+    handle, temporary = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        export_onnx(wrapper, temporary, example, opset, dynamic_batch=False, dynamic_axes=axes)
+        if metadata or fp16:
+            proto = onnx.load(temporary)
+            if fp16:
+                proto, _ = convert_to_fp16(proto, keep_io_types=not fp16_io)
+            props = {**(metadata or {}), **({"float_type": "fp16"} if fp16 else {})}
+            onnx.helper.set_model_props(proto, {k: str(v) for k, v in props.items()})
+            onnx.save(proto, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
     return path
 
 
@@ -75,10 +92,53 @@ def has_quantizers(model: nn.Module) -> bool:
     return any(q.mode == QuantMode.QUANTIZING for _, q in iter_quantizers(model))
 
 
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """The ONNX model in `path` (external data not loaded); a YoloqError naming the file
+    when it is missing, empty, or not an ONNX model (random bytes, a torn copy)."""
+    path = Path(path)
+    if not path.is_file():
+        raise YoloqError(f"ONNX model not found: {path}")
+    if path.stat().st_size == 0:
+        raise YoloqError(f"{path}: empty file, not an ONNX model")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError) as error:  # protobuf's, onnx's and the disk's
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise YoloqError(f"{path}: cannot read as ONNX, corrupt or truncated? ({reason})") from None
+    if not proto.graph.node:  # protobuf parses some garbage as an empty message
+        raise YoloqError(f"{path}: cannot read as ONNX (no graph in it)")
+    return proto
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata_props of an ONNX file (without loading its weights)."""
-    proto = onnx.load(str(path), load_external_data=False)
-    return {prop.key: prop.value for prop in proto.metadata_props}
+    """The metadata_props of an ONNX file (see `load_onnx` for the errors)."""
+    return {prop.key: prop.value for prop in load_onnx(path).metadata_props}
+
+
+def output_grid_step(proto: onnx.ModelProto) -> float | None:
+    """The grid step of the model's first output where a DequantizeLinear writes it (its
+    scale; the finest one if per channel), else None: the output is float."""
+    graph = proto.graph
+    producers = {name: node for node in graph.node for name in node.output}
+    node = producers.get(graph.output[0].name)
+    while node is not None and node.op_type == "Identity":  # names the output, no math
+        node = producers.get(node.input[0])
+    if node is None or node.op_type != "DequantizeLinear":
+        return None
+    scale = _constant(graph, producers, node.input[1])
+    return float("nan") if scale is None else float(np.min(scale))
+
+
+def _constant(graph: onnx.GraphProto, producers: dict, name: str) -> np.ndarray | None:
+    for initializer in graph.initializer:
+        if initializer.name == name:
+            return numpy_helper.to_array(initializer)
+    node = producers.get(name)
+    if node is not None and node.op_type == "Constant":
+        value = onnx.helper.get_attribute_value(node.attribute[0])
+        return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else (
+            np.asarray(value))
+    return None
 
 
 def detector_metadata(names, img_size: int, stride: int, precision: str,

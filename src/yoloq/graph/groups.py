@@ -2,13 +2,14 @@
 passes over a recorded dataflow (PPQ style), joined with a union-find.
 
 TensorRT moves a Q node backward through ops that only move values around
-(Concat, MaxPool, nearest Upsample, reshapes, slices) into the producer of each
-input, and forward from a tensor to all its readers. Wherever the quantizers
-reached that way disagree, it inserts a reformat layer. So a group is every
-quantizer connected to another through such ops: the quantizers reading a
-Concat's inputs with those reading its output, a MaxPool's input quantizer with
-those reading its output, quantizers reading one tensor. Any other op (a Conv, an
-activation, an Add) changes values and ends the connection, so no group crosses it.
+(Concat and stack, MaxPool, nearest Upsample, zero padding, reshapes, slices; the table
+is `yoloq.graph.ops`) into the producer of each input, and forward from a tensor to
+all its readers. Wherever the quantizers reached that way disagree, it inserts a
+reformat layer. So a group is every quantizer connected to another through such ops:
+the quantizers reading a Concat's inputs with those reading its output, a MaxPool's
+input quantizer with those reading its output, quantizers reading one tensor. Any
+other op (a Conv, an activation, an Add) changes values and ends the connection, so no
+group crosses it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from yoloq.graph.ops import CONCAT_TORCH, MAXPOOL_TORCH, RESAMPLE_TORCH, RESHAPE_TORCH
+from yoloq.graph.ops import (
+    CONCAT_TORCH,
+    MAXPOOL_TORCH,
+    NEAREST_MODES,
+    PAD_TORCH,
+    RESAMPLE_TORCH,
+    RESHAPE_TORCH,
+)
 from yoloq.graph.trace import Dataflow, OpRecord, trace_dataflow
 from yoloq.graph.unionfind import UnionFind
 
@@ -52,7 +60,8 @@ def share_tensor_readers(flow: Dataflow, sets: UnionFind) -> None:
 
 
 def share_concat_scales(flow: Dataflow, sets: UnionFind) -> None:
-    """A Concat's inputs and its output: int8 concatenation copies bytes, one scale."""
+    """A Concat's (or stack's) inputs and its output: int8 concatenation copies bytes,
+    one scale."""
     _join_through(flow, sets, lambda op: op.name in CONCAT_TORCH)
 
 
@@ -62,12 +71,18 @@ def share_maxpool_scales(flow: Dataflow, sets: UnionFind) -> None:
 
 
 def share_through_reshapes(flow: Dataflow, sets: UnionFind) -> None:
-    """Nearest upsampling, reshapes, slices and identities keep values unchanged."""
-    _join_through(
-        flow,
-        sets,
-        lambda op: op.name in RESHAPE_TORCH or (op.name in RESAMPLE_TORCH and op.mode == "nearest"),
-    )
+    """Nearest upsampling, zero padding, reshapes, slices and identities keep values."""
+    _join_through(flow, sets, _keeps_values)
+
+
+def _keeps_values(op: OpRecord) -> bool:
+    """A resample in nearest mode, a pad that copies values or pads zeros (see
+    `TransparentOp.zero_fill_only`), or any reshape, slice or copy."""
+    if op.name in RESAMPLE_TORCH:
+        return op.mode in NEAREST_MODES
+    if op.name in PAD_TORCH:
+        return op.mode != "constant" or op.fill == 0
+    return op.name in RESHAPE_TORCH
 
 
 def _join_through(flow: Dataflow, sets: UnionFind, selects: Callable[[OpRecord], bool]):
@@ -103,7 +118,8 @@ def find_scale_groups(
     model: nn.Module, example: torch.Tensor, passes: Iterable[Pass] = PASSES
 ) -> list[ScaleGroup]:
     """The groups of activation quantizers in a quantized `model` that TensorRT needs to
-    share one scale, from one recorded forward pass on `example` (small is enough).
+    share one scale, from one recorded forward pass on `example` (small is enough). Any
+    torch module works (a YOLO, a torchvision classifier, plain functional code).
 
     Example::
 

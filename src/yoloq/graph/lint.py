@@ -2,9 +2,9 @@
 or fail to fuse. Pure ONNX graph analysis (no torch), so it reads anyone's models.
 
 Scale domains: TensorRT moves Q/DQ through ops that keep values as they are
-(Concat, MaxPool, nearest Resize, reshapes, slices) and treats a Q/DQ pair as one
-int8 tensor, so the tensors connected that way must agree on one scale. The
-checks, by kind:
+(Concat, MaxPool, nearest Resize, zero padding, reshapes, slices) and treats a Q/DQ
+pair as one int8 tensor, so the tensors connected that way must agree on one scale.
+The checks, by kind:
 
 - concat: a Concat whose inputs and output carry different scales;
 - maxpool: a MaxPool with different scales in and out;
@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from yoloq.graph.ops import DEQUANTIZE, QDQ_OPS, QUANTIZE, TRANSPARENT_ONNX
+from yoloq.graph.ops import DEQUANTIZE, QDQ_OPS, QUANTIZE, TRANSPARENT, TRANSPARENT_ONNX
 from yoloq.graph.unionfind import UnionFind
 
 # fmt: off
@@ -148,20 +148,37 @@ def _data_inputs(node: onnx.NodeProto) -> list[str]:
     return [name for name in inputs if name]
 
 
-def _is_transparent(node: onnx.NodeProto) -> bool:
-    if node.op_type not in TRANSPARENT_ONNX:
+def _attribute(node: onnx.NodeProto, name: str, default=None):
+    found = [a for a in node.attribute if a.name == name]
+    return onnx.helper.get_attribute_value(found[0]) if found else default
+
+
+def _is_transparent(graph: QdqGraph, node: onnx.NodeProto) -> bool:
+    """An op of the table that copies values with these attributes (see `TransparentOp`)."""
+    op = TRANSPARENT.get(node.op_type)
+    if op is None:
         return False
-    if node.op_type in ("Resize", "Upsample"):
-        modes = [a.s for a in node.attribute if a.name == "mode"]
-        return not modes or modes[0] == b"nearest"
+    if op.nearest_only:
+        return _attribute(node, "mode", b"nearest") == b"nearest"
+    if op.zero_fill_only:
+        return _attribute(node, "mode", b"constant") != b"constant" or _pad_value(graph, node) == 0
     return True
+
+
+def _pad_value(graph: QdqGraph, node: onnx.NodeProto) -> float | None:
+    """A constant Pad's value: input 2 from opset 11 (absent: 0), the `value` attribute
+    before; None where it is computed."""
+    if len(node.input) > 2 and node.input[2]:
+        value = graph.constant(node.input[2])
+        return float(value.ravel()[0]) if value is not None and value.size == 1 else None
+    return float(_attribute(node, "value", 0.0))
 
 
 def _scale_domains(graph: QdqGraph) -> dict[str, str]:
     """{tensor: root tensor of its domain}, joined through transparent ops and Q->DQ pairs."""
     sets = UnionFind()
     for node in graph.nodes:
-        if _is_transparent(node):
+        if _is_transparent(graph, node):
             data = _data_inputs(node)
             outputs = node.output[:1] if node.op_type in ("MaxPool", "Dropout") else node.output
             for name in [*data[1:], *outputs]:
@@ -299,7 +316,7 @@ def _float_op_findings(graph: QdqGraph, covered: set[str]) -> list[Finding]:
             node.op_type in QDQ_OPS
             or node.op_type in CONV_OPS
             or node.op_type == "Constant"
-            or _is_transparent(node)
+            or _is_transparent(graph, node)
             or _name(node) in covered
             or not node.output
         ):
@@ -340,8 +357,8 @@ def _weight_findings(graph: QdqGraph) -> list[Finding]:
             continue
         if _dequantized(graph, node.input[0]) is None:
             continue  # a float layer: its weights stay float too
-        weight = graph.producer.get(node.input[1])
-        if weight is None or weight.op_type != DEQUANTIZE:
+        weight, shape = _weight_dq(graph, node.input[1])
+        if weight is None:
             findings.append(
                 Finding(
                     "weight-per-tensor",
@@ -349,7 +366,7 @@ def _weight_findings(graph: QdqGraph) -> list[Finding]:
                     f"{node.op_type} {_name(node)} reads int8 data but float weights",
                 )
             )
-        elif graph.scale(weight).size == 1 and _out_channels(graph, node) != 1:
+        elif graph.scale(weight).size == 1 and _out_channels(node, shape) != 1:
             findings.append(
                 Finding(
                     "weight-per-tensor",
@@ -362,10 +379,39 @@ def _weight_findings(graph: QdqGraph) -> list[Finding]:
     return findings
 
 
-def _out_channels(graph: QdqGraph, node: onnx.NodeProto) -> int | None:
-    """Output channels of a Conv from its weight shape, when the weight is a constant."""
-    weight = graph.producer[node.input[1]]
-    value = graph.constant(weight.input[0])
-    if value is None and graph.op(weight.input[0]) == QUANTIZE:
-        value = graph.constant(graph.producer[weight.input[0]].input[0])
-    return None if value is None or value.ndim == 0 else int(value.shape[0])
+def _weight_dq(graph: QdqGraph, tensor: str) -> tuple[onnx.NodeProto | None, tuple | None]:
+    """The DQ a weight input comes from, directly or through one Transpose (torch exports
+    nn.Linear on inputs of more than 2 dimensions as DQ -> Transpose -> MatMul), and the
+    weight's shape as the op reads it (None where the weight is not a constant)."""
+    node = graph.producer.get(tensor)
+    perm = None
+    if node is not None and node.op_type == "Transpose":
+        perm = _attribute(node, "perm")
+        node = graph.producer.get(node.input[0])
+    if node is None or node.op_type != DEQUANTIZE:
+        return None, None
+    value = graph.constant(node.input[0])
+    if value is None and graph.op(node.input[0]) == QUANTIZE:
+        value = graph.constant(graph.producer[node.input[0]].input[0])
+    if value is None:
+        return node, None
+    shape = value.shape
+    if graph.op(tensor) == "Transpose":  # no perm: reverse the axes
+        shape = tuple(shape[i] for i in perm) if perm else shape[::-1]
+    return node, shape
+
+
+def _out_channels(node: onnx.NodeProto, shape: tuple | None) -> int | None:
+    """Output channels of a Conv, ConvTranspose, Gemm or MatMul from the shape of its weight
+    (input 1). Each op lays its weight out differently: Conv [C_out, C_in / group, k...],
+    ConvTranspose [C_in, C_out / group, k...], MatMul [..., K, N] (1-D [K]: one output),
+    Gemm B [K, N], or [N, K] with transB=1."""
+    if not shape:
+        return None
+    if node.op_type == "MatMul":
+        return int(shape[-1]) if len(shape) > 1 else 1
+    if node.op_type == "Gemm":
+        return int(shape[0] if _attribute(node, "transB", 0) else shape[-1])
+    if node.op_type == "ConvTranspose":
+        return int(shape[1]) * int(_attribute(node, "group", 1)) if len(shape) > 1 else None
+    return int(shape[0])

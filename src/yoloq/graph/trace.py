@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
+from yoloq.graph.ops import LIST_INPUT_TORCH, PAD_TORCH
 from yoloq.quant import TensorQuantizer, disable_quantization, iter_quantizers
 
 TensorKey = tuple[int, int]
@@ -35,7 +36,8 @@ class OpRecord:
     name: str
     data: tuple[TensorKey, ...]
     outputs: tuple[TensorKey, ...]
-    mode: str | None = None  # interpolate's mode ("nearest", "bilinear", ...)
+    mode: str | None = None  # a resample's mode ("nearest", ...), a pad's ("constant", ...)
+    fill: float | None = None  # a pad's constant value
 
 
 @dataclass(frozen=True)
@@ -63,27 +65,43 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", str(func))
-        data = tuple(self.key(t) for t in _data_inputs(name, args))
+        data = tuple(self.key(t) for t in _data_inputs(name, args, kwargs))
         result = func(*args, **kwargs)
         outputs = tuple(self.key(t) for t in _tensors(result))
         if outputs:
-            self.ops.append(OpRecord(name, data, outputs, _interpolation_mode(name, args, kwargs)))
+            self.ops.append(OpRecord(name, data, outputs, *_mode_and_fill(name, args, kwargs)))
         return result
 
 
-def _interpolation_mode(name: str, args: tuple, kwargs: dict) -> str | None:
-    """F.interpolate(input, size, scale_factor, mode="nearest", ...)'s mode; None for others."""
-    if name != "interpolate":
-        return None
-    return kwargs.get("mode", args[3] if len(args) > 3 else "nearest")
+def _argument(args: tuple, kwargs: dict, index: int, name: str, default=None):
+    """An argument given by position or by keyword."""
+    return args[index] if len(args) > index else kwargs.get(name, default)
 
 
-def _data_inputs(name: str, args: tuple) -> list[torch.Tensor]:
-    """The tensors an op's values come from: every tensor of a concatenation's list,
-    otherwise the first tensor argument (shapes, indices and weights are not data)."""
-    if name in ("cat", "concat", "concatenate") and args:
-        return list(_tensors(args[0]))
+def _mode_and_fill(name: str, args: tuple, kwargs: dict) -> tuple[str | None, float | None]:
+    """The arguments that decide whether a resample or a pad copies values:
+    F.interpolate(input, size, scale_factor, mode="nearest", ...)'s mode; the ATen
+    upsample_nearest*d ops are nearest by name; F.pad(input, pad, mode="constant",
+    value=None)'s mode and value (None pads zeros). (None, None) for other ops."""
+    if name == "interpolate":
+        return _argument(args, kwargs, 3, "mode", "nearest"), None
+    if name.startswith("upsample_nearest"):
+        return "nearest", None
+    if name in PAD_TORCH:
+        value = _argument(args, kwargs, 3, "value")
+        return _argument(args, kwargs, 2, "mode", "constant"), float(value or 0.0)
+    return None, None
+
+
+def _data_inputs(name: str, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """The tensors an op's values come from: every tensor of a concatenation's (or
+    stack's) list, given by position or as `tensors=`; otherwise the first tensor
+    argument, or `input=` (shapes, indices and weights are not data)."""
+    if name in LIST_INPUT_TORCH:
+        return list(_tensors(_argument(args, kwargs, 0, "tensors", ())))
     first = next(_tensors(args), None)
+    if first is None and isinstance(kwargs.get("input"), torch.Tensor):
+        first = kwargs["input"]
     return [first] if first is not None else []
 
 

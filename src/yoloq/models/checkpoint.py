@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from yoloq.errors import YoloqError
+from yoloq.models.native import describe_unreadable
 from yoloq.models.yolo import Model
 
 # Prefixes of pickled class paths that become inert placeholders.
@@ -164,19 +165,10 @@ def read_checkpoint(path: str | Path) -> dict:
     except YoloqError:
         raise
     except Exception as e:  # torch and pickle raise many types for corrupt data
-        raise YoloqError(f"{path}: {_describe_unreadable(path, e)}") from None
+        raise YoloqError(f"{path}: {describe_unreadable(path, e)}") from None
     if not isinstance(ckpt, dict):
         raise YoloqError(f"{path}: not a YOLO checkpoint (holds a {type(ckpt).__name__})")
     return ckpt
-
-
-def _describe_unreadable(path: Path, error: Exception) -> str:
-    with open(path, "rb") as f:
-        head = f.read(2)
-    if head != b"PK" and not head.startswith(b"\x80"):  # neither a zip archive nor a pickle
-        return "not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
-    reason = (str(error).splitlines() or [type(error).__name__])[0]
-    return f"corrupt or truncated checkpoint ({reason})"
 
 
 def load_checkpoint(path: str | Path) -> Model:

@@ -148,9 +148,11 @@ def load_quantized(path: str | Path, payload: dict | None = None) -> nn.Module:
 def placement_groups(weights: str | Path, ignore: list[str] | tuple[str, ...] = ()):
     """The groups of quantizers tied for TensorRT in a model (list of `ScaleGroup`).
 
-    weights: a quantized checkpoint (its recorded ties), or anything `load_model`
-    reads (a float checkpoint, a YAML config, a shipped name): quantized here for
-    the trt profile with the rules, as `yoloq ptq` would.
+    weights: a yoloq quantized checkpoint (ptq.pt, qat.pt: its recorded ties; `ignore`
+    does not apply), or anything `load_model` reads (a yoloq float checkpoint, an
+    official YOLOv5 / YOLOv7 .pt, a YAML config, a shipped name, 'demo'): quantized here
+    for the trt profile with the rules, as `yoloq ptq` would. For any other module:
+    `yoloq.graph.find_scale_groups(model, example)`.
     """
     if Path(weights).suffix in (".pt", ".pth") and is_quantized_checkpoint(weights):
         return tied_groups(load_quantized(weights))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from yoloq.console import err_console
 from yoloq.errors import YoloqError
 from yoloq.models.checkpoint import load_checkpoint
 from yoloq.models.demo import DEMO, demo_model
@@ -45,9 +46,19 @@ def build_model(cfg: str | Path | dict, nc: int | None = None) -> Model:
         return Model(architecture_config(cfg), nc=nc)
     path = Path(cfg)
     if path.suffix in _YAML_SUFFIXES or path.is_file():
-        return Model(read_model_yaml(path), nc=nc)
+        try:
+            return Model(read_model_yaml(path), nc=nc)
+        except UnicodeDecodeError:  # a binary file: an export or an engine, say
+            raise YoloqError(f"{path}: not a model YAML (a binary file); give a .pt "
+                             "checkpoint, a model YAML or an architecture name") from None
     known = ", ".join(list_architectures())
     raise YoloqError(f"{cfg}: neither a model YAML file nor a shipped architecture ({known})")
+
+
+def has_random_weights(weights: str | Path) -> bool:
+    """Whether `load_model(weights)` builds an untrained model: an architecture name or a
+    model YAML gives random weights; a checkpoint and the demo give trained ones."""
+    return str(weights) != DEMO and Path(str(weights)).suffix not in _CHECKPOINT_SUFFIXES
 
 
 def load_model(weights: str | Path) -> Model:
@@ -56,12 +67,19 @@ def load_model(weights: str | Path) -> Model:
 
     Checkpoints (yoloq's own float format or an official one) come back in
     eval mode with their weights; names and YAML files give a randomly
-    initialised model (train mode, like any new ``nn.Module``).
+    initialised model (train mode, like any new ``nn.Module``), with a warning on
+    stderr (see `has_random_weights`).
     """
     if str(weights) == DEMO:
         return demo_model()
-    if Path(weights).suffix not in _CHECKPOINT_SUFFIXES:
-        return build_model(weights)
+    if has_random_weights(weights):
+        model = build_model(weights)
+        # Said loudly: accuracy measured on random weights means nothing, and a name
+        # typed for a checkpoint ("yolov7" for "yolov7.pt") would otherwise pass unseen.
+        err_console.print(f"warning: {weights} is an architecture, not a checkpoint: the model "
+                          "has RANDOM weights, and no accuracy measured with it means anything",
+                          style="bold yellow", markup=False, highlight=False, soft_wrap=True)
+        return model
     if not Path(weights).is_file():
         raise YoloqError(f"checkpoint not found: {weights}")
     native = read_native(weights)

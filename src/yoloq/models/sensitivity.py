@@ -11,23 +11,28 @@ import torch
 import torch.nn as nn
 
 from yoloq.errors import YoloqError
-from yoloq.sensitivity import Units, squared_error, units_by_path
+from yoloq.sensitivity import Regroup, Units, squared_error, units_by_path
 
 GRANULARITIES = ("layer", "module")
 LAYER_DEPTH = 2  # "model.17": the official layer index, as users' ignore patterns name it
 
 
-def yolo_units(model: nn.Module, granularity: str = "layer") -> Units:
-    """Enabled quantizers grouped by layer (`model.17`) or by quantized module
-    (`model.17.conv`), in model order."""
+def yolo_units(model: nn.Module, granularity: str = "layer", regroup: Regroup | None = None,
+               only: Iterable[str] | None = None) -> Units:
+    """The call sites of a quantized YOLO model by layer (`model.17`) or by quantized
+    module (`model.17.conv`), in model order; each switches float exactly as its
+    `ignore_patterns` line does (`regroup` calibrates what stays of a tied group).
+    `only`: these units alone (the other sites stay as they are)."""
     if granularity not in GRANULARITIES:
         raise YoloqError(f"unknown granularity {granularity!r}; use one of {GRANULARITIES}")
-    return units_by_path(model, LAYER_DEPTH if granularity == "layer" else None)
+    return units_by_path(model, LAYER_DEPTH if granularity == "layer" else None, regroup,
+                         only)
 
 
 def ignore_patterns(units: Iterable[str], granularity: str) -> list[str]:
-    """Regexes (for `--ignore-file`) that keep these units float."""
-    suffix = r"\." if granularity == "layer" else "$"
+    """Regexes (for `--ignore-file`) that keep these units float: a layer's own module
+    (`model.17`, e.g. a MaxPool) and everything under it; a module alone."""
+    suffix = r"(\.|$)" if granularity == "layer" else "$"
     return [re.escape(unit) + suffix for unit in units]
 
 

@@ -15,9 +15,10 @@ from yoloq.quant import amax as amax_math
 
 HISTOGRAM_METHODS = ("entropy", "mse", "percentile")
 
-# torch.histc counts in float32, which stops counting exactly past 2**24 per bin:
-# large tensors are histogrammed in chunks and accumulated in float64.
-_HISTC_CHUNK = 2**24
+# Past this many times num_bins (a first batch far narrower than the rest), the histogram
+# merges neighbouring bins in pairs instead of growing: a bound on memory and on the
+# amax search, reached only by growth that Model Optimizer's calibrator would follow.
+MAX_GROWTH = 16
 
 
 class MaxCalibrator:
@@ -53,11 +54,13 @@ class MaxCalibrator:
 
 
 class HistogramCalibrator:
-    """One histogram of |x| across all batches, on the data's device.
+    """One histogram of |x| across all batches, on the data's device, grown as Model
+    Optimizer's (and pytorch_quantization's) histogram calibrator grows it.
 
-    The first batch sets the bin width (its max / num_bins); later batches with
-    larger values add bins of the same width. Past 4 * num_bins bins, neighbouring
-    bins are merged in pairs, so memory stays bounded and no count is ever lost.
+    The first batch sets the bin width: its max / num_bins. A later batch with larger
+    values extends the histogram with bins of the same width, to ceil(max / width) bins
+    in all. Past `MAX_GROWTH` * num_bins bins, neighbouring bins are merged in pairs,
+    so memory stays bounded; no count is ever lost.
     """
 
     def __init__(self, num_bits: int = 8, num_bins: int = 2048):
@@ -74,14 +77,14 @@ class HistogramCalibrator:
         x = x.detach().float()
         low, high = torch.aminmax(x)
         x_max = max(-low.item(), high.item())
+        if not math.isfinite(x_max):
+            raise ValueError("HistogramCalibrator: the tensor holds inf or NaN values")
         self._max_seen = max(self._max_seen, x_max)
         if self._hist is None:
             self._start(x_max, x.device)
         elif x_max > self._range:
             self._grow(x_max)
-        magnitudes = x.abs().flatten()
-        for chunk in magnitudes.split(_HISTC_CHUNK):
-            self._hist += torch.histc(chunk, len(self._hist), 0.0, self._range).double()
+        self._hist += _abs_histogram(x, len(self._hist), self._range)
 
     @property
     def _range(self) -> float:
@@ -93,13 +96,13 @@ class HistogramCalibrator:
         self._hist = torch.zeros(self.num_bins, dtype=torch.float64, device=device)
 
     def _grow(self, x_max: float) -> None:
-        needed = math.ceil(x_max / self._width * (1 + 1e-6))
-        while needed > 4 * self.num_bins:
+        needed = _bins_to_cover(x_max, self._width)
+        while needed > MAX_GROWTH * self.num_bins:
             if len(self._hist) % 2:
                 self._hist = torch.cat([self._hist, self._hist.new_zeros(1)])
             self._hist = self._hist.view(-1, 2).sum(dim=1)
             self._width *= 2
-            needed = math.ceil(x_max / self._width * (1 + 1e-6))
+            needed = _bins_to_cover(x_max, self._width)
         extra = needed - len(self._hist)
         if extra > 0:
             self._hist = torch.cat([self._hist, self._hist.new_zeros(extra)])
@@ -113,21 +116,40 @@ class HistogramCalibrator:
         return counts, edges
 
     def compute_amax(self, method: str = "entropy", percentile: float = 99.99) -> torch.Tensor:
-        """amax by `method` ("entropy", "mse" or "percentile"), as a scalar tensor."""
+        """amax by `method` ("entropy", "mse" or "percentile"), as a scalar tensor on the
+        histogram's device."""
         if method not in HISTOGRAM_METHODS:
             raise ValueError(f"unknown histogram method {method!r}; use one of {HISTOGRAM_METHODS}")
         if self._hist is None:
             raise RuntimeError("HistogramCalibrator.compute_amax called before any data was "
                                "collected")
-        counts, edges = (t.numpy() for t in self.histogram())
+        device = self._hist.device
         if self._max_seen == 0:
-            return torch.tensor(0.0)  # only zeros seen: a dead tensor
-        # Keep the candidate search at about num_bins thresholds however far the range grew.
-        stride = max(1, len(counts) // self.num_bins)
-        if method == "percentile":
-            value = amax_math.percentile_amax(counts, edges, percentile)
-        elif method == "mse":
-            value = amax_math.mse_amax(counts, edges, self.num_bits, stride=stride)
+            return torch.tensor(0.0, device=device)  # only zeros seen: a dead tensor
+        if method == "entropy":
+            # Every threshold, as the reference tries them: the sweep is vectorised.
+            edges = torch.arange(len(self._hist) + 1, dtype=torch.float64, device=device)
+            value = amax_math.entropy_amax(self._hist, edges * self._width, self.num_bits)
         else:
-            value = amax_math.entropy_amax(counts, edges, self.num_bits, stride=stride)
-        return torch.tensor(value, dtype=torch.float32)
+            counts, edges = (t.numpy() for t in self.histogram())
+            # About num_bins thresholds however far the range grew: MSE costs bins per try.
+            stride = max(1, len(counts) // self.num_bins)
+            if method == "percentile":
+                value = amax_math.percentile_amax(counts, edges, percentile)
+            else:
+                value = amax_math.mse_amax(counts, edges, self.num_bits, stride=stride)
+        return torch.tensor(value, dtype=torch.float32, device=device)
+
+
+def _bins_to_cover(x_max: float, width: float) -> int:
+    """ceil(x_max / width), plus one where rounding leaves x_max past the last edge."""
+    bins = math.ceil(x_max / width)
+    return bins + 1 if bins * width < x_max else bins
+
+
+def _abs_histogram(x: torch.Tensor, bins: int, upper: float) -> torch.Tensor:
+    """Counts of |x| in `bins` equal bins over [0, upper], upper >= max |x|, binned as
+    histc bins on the CPU (|x| * bins / upper, truncated; upper itself in the last bin).
+    The index and bincount are faster than histc there, and count exactly in int64."""
+    index = x.abs().mul_(bins).div_(upper).int().clamp_(max=bins - 1)
+    return torch.bincount(index.flatten(), minlength=bins)

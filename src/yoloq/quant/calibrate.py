@@ -1,13 +1,15 @@
 """`calibrate(model, data)`: run data through a quantized model and set every amax.
 
-Also the switches that turn quantization off or on for part of a model.
+Also `calibrate_groups`, the amax a group of call sites would get if it were one tied
+quantizer on its own, and the switches that turn quantization off or on for part of
+a model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,7 +72,7 @@ def calibrate(
             raise ValueError("calibration data produced no batches")
         collected = time.perf_counter()
         for quantizer in targets:
-            quantizer.set_amax(_compute_amax(quantizer, method, percentile))
+            quantizer.set_amax(_amax_of(quantizer.calibrator, method, percentile, quantizer.name))
     return CalibrationRun(method, batches, images, len(targets), collected - started,
                           time.perf_counter() - collected)
 
@@ -116,15 +118,83 @@ def _run_data(model: nn.Module, data: CalibrationData, num_batches: int | None,
     return batches, images
 
 
-def _compute_amax(quantizer: TensorQuantizer, method: str, percentile: float) -> torch.Tensor:
-    calibrator = quantizer.calibrator
+def _amax_of(calibrator, method: str, percentile: float, name: str) -> torch.Tensor:
     try:
         if isinstance(calibrator, HistogramCalibrator):
             return calibrator.compute_amax(method, percentile)
         return calibrator.compute_amax()
     except RuntimeError:
-        raise RuntimeError(f"quantizer {quantizer.name} saw no data during calibration: is its "
+        raise RuntimeError(f"quantizer {name} saw no data during calibration: is its "
                            "module used in the model's forward?") from None
+
+
+def calibrate_groups(
+    model: nn.Module,
+    data: CalibrationData,
+    groups: Sequence[Sequence[str]],
+    method: str = "max",
+    percentile: float = 99.99,
+    num_batches: int | None = None,
+    show_progress: bool = True,
+) -> list[torch.Tensor]:
+    """The amax each group of call sites (quantizer paths, as `named_modules` names them
+    with duplicates) would get as one quantizer of its own, from one pass over `data`.
+
+    This is what `calibrate` gives a model in which only that group is tied: each
+    group's calibrator sees the tensors of its sites in forward order, with every
+    quantizer of the model passing values through, as in calibration. The model's own
+    quantizers and their amax are left as they were. Sensitivity uses it to re-derive
+    the scale of what stays tied when part of a group runs float.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; use one of {METHODS}")
+    calibrators, feeds = [], {}
+    for group in groups:
+        calibrators.append(_make_calibrator(model.get_submodule(group[0]), method))
+        for site in group:
+            feeds.setdefault(site, []).append(calibrators[-1])
+    was_training = model.training
+    model.eval()
+    try:
+        with disable_quantization(model), _sites_replaced(model, feeds):
+            _run_data(model, data, num_batches, show_progress)
+    finally:
+        model.train(was_training)
+    return [_amax_of(calibrator, method, percentile, ", ".join(group))
+            for calibrator, group in zip(calibrators, groups)]
+
+
+class _Feed(nn.Module):
+    """Stands at a call site during `calibrate_groups`: hands each tensor to the
+    calibrators of every group the site belongs to, and passes it on unchanged."""
+
+    def __init__(self, calibrators: list):
+        super().__init__()
+        self.calibrators = calibrators
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for calibrator in self.calibrators:
+            calibrator.collect(x)
+        return x
+
+
+@contextlib.contextmanager
+def _sites_replaced(model: nn.Module, feeds: dict[str, list]):
+    originals = {site: model.get_submodule(site) for site in feeds}
+    for site, calibrators in feeds.items():
+        set_submodule(model, site, _Feed(calibrators))
+    try:
+        yield
+    finally:
+        for site, quantizer in originals.items():
+            set_submodule(model, site, quantizer)
+
+
+def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    """Put `module` at `path` (the attribute of its parent)."""
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, name, module)
 
 
 def _take(data: Iterable, limit: int | None) -> Iterator:

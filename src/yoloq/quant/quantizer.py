@@ -8,6 +8,7 @@ from enum import Enum
 import torch
 import torch.nn as nn
 
+from yoloq.errors import YoloqError
 from yoloq.quant.spec import QuantSpec
 
 # A dead channel (all zeros) calibrates to amax 0; a zero scale would divide by
@@ -38,6 +39,9 @@ class TensorQuantizer(nn.Module):
         self.name = name
         self.mode = QuantMode.QUANTIZING
         self.calibrator = None  # set by `calibrate` while it runs
+        # amax is None until calibrated, so it cannot tell where the module lives: this
+        # empty buffer moves with `.to()` from the start, and every amax is put there.
+        self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
         self.register_buffer("amax", None)
         self.register_buffer("_scale", None, persistent=False)
         self.register_buffer("_zero_point", None, persistent=False)
@@ -47,8 +51,9 @@ class TensorQuantizer(nn.Module):
         return self.mode != QuantMode.DISABLED
 
     def set_amax(self, amax: torch.Tensor | float) -> None:
-        """Store amax (a scalar per tensor, one value per channel otherwise)."""
-        amax = torch.as_tensor(amax, dtype=torch.float32).detach().clone()
+        """Store a copy of amax (a scalar per tensor, one value per channel otherwise) on
+        the quantizer's device, wherever `amax` is (calibrators may compute it elsewhere)."""
+        amax = torch.as_tensor(amax, dtype=torch.float32).detach()
         if self.spec.axis is None:
             if amax.numel() != 1:
                 raise ValueError(f"{self.name}: per-tensor amax must be a scalar, got shape "
@@ -57,11 +62,8 @@ class TensorQuantizer(nn.Module):
         elif amax.dim() != 1:
             raise ValueError(f"{self.name}: per-channel amax must be 1-D, got shape "
                              f"{tuple(amax.shape)}")
-        if torch.isnan(amax).any() or (amax < 0).any():
-            raise ValueError(f"{self.name}: amax must be finite and non-negative")
-        if self.amax is not None:
-            amax = amax.to(self.amax.device)
-        self.amax = amax
+        _check_amax_values(amax, self.name)
+        self.amax = amax.to(self._device_anchor.device, copy=True)
         self._refresh_qparams()
 
     def _refresh_qparams(self) -> None:
@@ -69,14 +71,10 @@ class TensorQuantizer(nn.Module):
         zero_point = 2 ** (self.spec.num_bits - 1) if self.spec.unsigned else 0
         self._zero_point = torch.full_like(self.amax, zero_point, dtype=torch.int32)
 
-    def quant_range(self) -> tuple[int, int]:
-        """(quant_min, quant_max) of the stored integers.
-
-        In an ONNX export, fewer than 8 bits are stored on the 8-bit range (the only
-        ranges QuantizeLinear has): identical whenever |x| <= amax, as for weights
-        calibrated by max.
-        """
-        bits = 8 if torch.onnx.is_in_onnx_export() else self.spec.num_bits
+    def quant_range(self, num_bits: int | None = None) -> tuple[int, int]:
+        """(quant_min, quant_max) of `num_bits` integers; by default the spec's, the range
+        torch rounds to, in an ONNX export too (see `_fake_quantize`)."""
+        bits = self.spec.num_bits if num_bits is None else num_bits
         if self.spec.unsigned:
             return 0, 2**bits - 1
         return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
@@ -99,6 +97,13 @@ class TensorQuantizer(nn.Module):
         if dtype != torch.float32:  # the fake-quant kernels want float32 (e.g. under autocast)
             return self._fake_quantize(x.float()).to(dtype)
         low, high = self.quant_range()
+        if self.spec.num_bits < 8 and torch.onnx.is_in_onnx_export():
+            # QuantizeLinear saturates only to the 8-bit range, so clamp to the narrower
+            # range first, in float: it then rounds to the integers torch rounds to, even
+            # for values past amax. `export_onnx` folds the clamp of a weight into the
+            # stored weight; an activation keeps it as a Clip in front of the Q.
+            x = self._clamp_to_range(x, low, high)
+            low, high = self.quant_range(8)
         if self.spec.axis is None:
             y = torch.fake_quantize_per_tensor_affine(x, self._scale, self._zero_point, low, high)
         else:
@@ -106,6 +111,16 @@ class TensorQuantizer(nn.Module):
                 x, self._scale, self._zero_point, self.spec.axis, low, high
             )
         return y
+
+    def _clamp_to_range(self, x: torch.Tensor, low: int, high: int) -> torch.Tensor:
+        """`x` clamped to the values that round to integers in [low, high]:
+        (integer - zero point) * scale, per channel along the spec's axis."""
+        scale, zero_point = self._scale, self._zero_point
+        if self.spec.axis is not None:
+            shape = [1] * x.dim()
+            shape[self.spec.axis] = -1
+            scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+        return torch.clamp(x, (low - zero_point) * scale, (high - zero_point) * scale)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # amax starts as None (its shape is unknown until calibration): create it
@@ -126,6 +141,17 @@ class TensorQuantizer(nn.Module):
         else:
             amax = f"amax=[{self.amax.min().item():.4g}, {self.amax.max().item():.4g}]"
         return f"{dtype}{spec.num_bits} {kind} {self.mode.value} {amax}"
+
+
+def _check_amax_values(amax: torch.Tensor, name: str) -> None:
+    """Refuse NaN, inf and negative amax: fake quantization would return NaN or flipped
+    values with them, silently. A meta tensor has no values to check."""
+    if amax.device.type == "meta":
+        return
+    bad = ~torch.isfinite(amax) | (amax < 0)
+    if bad.any():
+        raise YoloqError(f"quantizer {name or '<unnamed>'}: amax must be finite and "
+                         f"non-negative, got {amax[bad].flatten()[:4].tolist()}")
 
 
 def iter_quantizers(model: nn.Module) -> Iterator[tuple[str, TensorQuantizer]]:

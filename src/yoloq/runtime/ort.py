@@ -44,8 +44,12 @@ class OrtModel:
         if optimized_path:
             options.optimized_model_filepath = str(optimized_path)
         self.path = path
-        self.session = ort.InferenceSession(str(path), options,
-                                            providers=providers or default_providers())
+        try:
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=providers or default_providers())
+        except Exception as error:  # ONNX Runtime's exception types are not public
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            raise YoloqError(f"{path}: ONNX Runtime cannot load it ({reason})") from None
         self.input_name = self.session.get_inputs()[0].name
         # FP16 exports with --fp16-io take half-precision images.
         half = self.session.get_inputs()[0].type == "tensor(float16)"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from yoloq.data.config import yaml_error_line
 from yoloq.errors import YoloqError
 from yoloq.quant import METHODS, PROFILES
 from yoloq.report import write_text_atomic
@@ -35,14 +36,23 @@ class YamlConfig:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise YoloqError(f"unknown {cls.settings_name} settings: {sorted(unknown)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as error:  # a required setting missing, or a value of a wrong type
+            raise YoloqError(f"bad {cls.settings_name} settings: {error}") from None
 
     @classmethod
     def load(cls, path: str | Path):
         path = Path(path)
         if not path.is_file():
             raise YoloqError(f"config not found: {path}")
-        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise YoloqError(f"{path}: not a readable config ({yaml_error_line(error)})") from None
+        if not isinstance(data, dict):
+            raise YoloqError(f"{path}: not a {cls.settings_name} config (expected a mapping)")
+        return cls.from_dict(data)
 
     def to_dict(self) -> dict:
         """A YAML-ready dict: tuples become lists."""
@@ -110,7 +120,12 @@ def read_ignore_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise YoloqError(f"ignore file not found: {path}")
-    lines = (line.strip() for line in path.read_text().splitlines())
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as error:
+        raise YoloqError(f"{path}: not a text file of ignore regexes ({error.reason} at byte "
+                         f"{error.start})") from None
+    lines = (line.strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 
 
@@ -172,9 +187,14 @@ class QatConfig(YamlConfig):
     loss: str = "supervision"
     batch: int = 8  # per process
     img: int | None = None
-    profile: str = "trt"  # this and the next two: the PTQ run when no ptq is given
+    profile: str = "trt"  # this and the next five: the PTQ run when no ptq is given
     method: str = "mse"
     calib_images: int = 256
+    # None / (): PtqConfig's default when PTQ runs here; with a ptq, the checkpoint's
+    # (a value given must then match it: see workflows.qat).
+    ignore: tuple[str, ...] = ()
+    weight_bits: int | None = None
+    rules: bool | None = None
     val_images: int | None = None  # None: the whole val split
     bench_batches: tuple[int, ...] = (1, 8)  # () skips timing
     device: str = "cpu"
@@ -186,6 +206,9 @@ class QatConfig(YamlConfig):
 
     def __post_init__(self):
         object.__setattr__(self, "bench_batches", tuple(int(b) for b in self.bench_batches))
+        object.__setattr__(self, "ignore", tuple(self.ignore))
+        if self.method not in METHODS:
+            raise YoloqError(f"unknown calibration method {self.method!r}; use one of {METHODS}")
         check_trt_profile(self.trt, self.profile)
         if self.epochs <= 0 or self.iters <= 0 or self.batch <= 0:
             raise YoloqError("--epochs, --iters and --batch must be positive")
@@ -204,7 +227,10 @@ class QatConfig(YamlConfig):
 
     def ptq_config(self) -> PtqConfig:
         """The PTQ settings: data, model, loaders, and the PTQ run when no ptq is given."""
+        unset = {"weight_bits": self.weight_bits, "rules": self.rules}
         return PtqConfig(
+            **{name: value for name, value in unset.items() if value is not None},
+            ignore=self.ignore,
             weights=self.weights,
             data=self.data,
             out=self.out,

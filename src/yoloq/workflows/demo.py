@@ -20,12 +20,13 @@ from pathlib import Path
 
 from yoloq.console import console
 from yoloq.models.quantized import load_quantized
+from yoloq.models.registry import has_random_weights
 from yoloq.models.sensitivity import yolo_units
 from yoloq.report import Report, ReportRow, plot_report, print_report
 from yoloq.runtime.backends import get_backend
 from yoloq.runtime.predictor import DeployJob
 from yoloq.sensitivity import ResultsStore, rank
-from yoloq.workflows.config import PtqConfig, QatConfig
+from yoloq.workflows.config import PtqConfig, QatConfig, check_output_dir
 from yoloq.workflows.steps import (
     RESULTS_FILE,
     Workspace,
@@ -36,6 +37,7 @@ from yoloq.workflows.steps import (
     prepare,
     proxy_scores,
     quantize_and_calibrate,
+    regroup_for,
     save_checkpoint,
     sensitivity_table,
     torch_row,
@@ -68,6 +70,7 @@ def run_demo(settings: DemoSettings | None = None) -> Report:
     """Run every stage on the built-in benchmark; print and return the report."""
     settings = settings or DemoSettings()
     out = Path(settings.out)
+    check_output_dir(out, exist_ok=True)  # a file in the way fails now, not after the work
     configs = {name: _ptq_config(settings, **extra) for name, extra in PROFILE_SETTINGS.items()}
     _stage("data and model")
     space = prepare(configs["trt"])
@@ -75,7 +78,10 @@ def run_demo(settings: DemoSettings | None = None) -> Report:
     console.print(f"{len(space.val_loader.dataset)} val images at {space.img_size} px, "
                   f"calibration on {configs['trt'].calib_images} training images")
     _stage("float model")
-    rows = [torch_row("demo", evaluate_model(space.float_model, space))]
+    float_eval = evaluate_model(space.float_model, space)
+    console.print(f"mAP@.5:.95 {100 * float_eval.map50_95:.2f}, mAP@.5 "
+                  f"{100 * float_eval.map50:.2f} in torch (fp32)")
+    rows = [torch_row("demo", float_eval)]
     jobs, models = [], {}
     for name, config in configs.items():
         _stage(f"PTQ, {name} profile ({config.method} calibration)")
@@ -83,7 +89,7 @@ def run_demo(settings: DemoSettings | None = None) -> Report:
         console.print(f"calibrated {run.quantizers} quantizers on {run.images} images in "
                       f"{run.seconds:.1f} s")
         if name == "trt":
-            _proxy_sensitivity(model, space, out, settings.sensitivity_batches)
+            _proxy_sensitivity(model, space, out, settings.sensitivity_batches, config.method)
         rows.append(torch_row("demo", evaluate_model(model, space), name))
         save_checkpoint(model, out / f"ptq_{name}.pt", config, quant_config, space, run)
         onnx_path, float_onnx = export_pair(model, space, config, out, f"ptq_{name}")
@@ -95,11 +101,18 @@ def run_demo(settings: DemoSettings | None = None) -> Report:
         rows.append(qat_row)
         jobs.append(qat_job)
     _stage("ONNX Runtime")
-    rows += deploy(get_backend("onnxruntime"), jobs, space, out, configs["trt"].batch,
-                   settings.bench_batches).rows
+    onnx_rows = deploy(get_backend("onnxruntime"), jobs, space, out, configs["trt"].batch,
+                       settings.bench_batches).rows
+    console.print("mAP@.5:.95 " + ", ".join(f"{row.model} {_points(row.map50_95)}"
+                                            for row in onnx_rows)
+                  + (f"; timed at batch {', '.join(map(str, settings.bench_batches))}"
+                     if settings.bench_batches else ""))
+    rows += onnx_rows
     rows += _tensorrt(space, out, jobs[:2], configs["trt"])
+    # The config is nested, so the report is told about random weights, not left to guess.
     report = Report(rows=rows, config={"demo": settings.__dict__ | {
-        "bench_batches": list(settings.bench_batches)}})
+        "bench_batches": list(settings.bench_batches)}},
+        random_weights=has_random_weights(settings.weights))
     report.save(out)
     plot_report(report, out / "report.png")
     _stage("results")
@@ -121,11 +134,12 @@ def _tensorrt(space, out: Path, jobs: list[DeployJob], config: PtqConfig) -> lis
                   config.opset).rows
 
 
-def _proxy_sensitivity(model, space, out: Path, batches: int) -> None:
+def _proxy_sensitivity(model, space, out: Path, batches: int, method: str) -> None:
     """Rank layers by the proxy (output error removed when a layer is float)."""
     results_path = out / RESULTS_FILE
     results_path.unlink(missing_ok=True)  # the demo always starts over
-    scores = proxy_scores(model, space.calib_loader, yolo_units(model),
+    units = yolo_units(model, regroup=regroup_for(model, space, method))
+    scores = proxy_scores(model, space.calib_loader, units,
                           ResultsStore(results_path, {"demo": True}), batches)
     ranking = rank(scores)
     console.print(sensitivity_table(ranking, "proxy", limit=5))
@@ -137,11 +151,7 @@ def _qat(settings: DemoSettings, space: Workspace, out: Path,
     """A short QAT run from ptq_trt.pt, keeping its best epoch: its torch row, and its
     export (qat_trt.onnx) to run with the others."""
     _stage(f"QAT, trt profile ({settings.qat_epochs} epochs x {settings.qat_iters} iterations)")
-    config = QatConfig(weights=settings.weights, data=settings.data, out=str(out),
-                       ptq=str(out / "ptq_trt.pt"), epochs=settings.qat_epochs,
-                       iters=settings.qat_iters, lr_schedule=settings.qat_lr_schedule,
-                       calib_images=settings.calib_images, val_images=settings.val_images,
-                       bench_batches=(), workers=settings.workers)
+    config = qat_config(settings)
     context = Distributed()
     trainer = build_trainer(load_quantized(config.ptq), config, context, space.img_size)
     loader = create_qat_loader(config, space, context)
@@ -165,11 +175,26 @@ def _qat(settings: DemoSettings, space: Workspace, out: Path,
             DeployJob(onnx_path.stem, student, onnx_path, True, "trt", note))
 
 
+def qat_config(settings: DemoSettings) -> QatConfig:
+    """The settings of the demo's QAT step: from ptq_trt.pt in --out, untimed (the ONNX
+    Runtime stage times its export with the others)."""
+    out = Path(settings.out)
+    return QatConfig(weights=settings.weights, data=settings.data, out=str(out),
+                     ptq=str(out / "ptq_trt.pt"), epochs=settings.qat_epochs,
+                     iters=settings.qat_iters, lr_schedule=settings.qat_lr_schedule,
+                     calib_images=settings.calib_images, val_images=settings.val_images,
+                     bench_batches=(), workers=settings.workers)
+
+
 def _ptq_config(settings: DemoSettings, **extra) -> PtqConfig:
     return PtqConfig(weights=settings.weights, data=settings.data, out=settings.out,
                      method=settings.method, calib_images=settings.calib_images,
                      val_images=settings.val_images, workers=settings.workers,
                      bench_batches=settings.bench_batches, **extra)
+
+
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
 
 
 def _stage(title: str) -> None:

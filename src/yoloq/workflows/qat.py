@@ -19,6 +19,7 @@ and exports. Example::
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,9 +30,9 @@ import torch.nn as nn
 
 from yoloq.console import console
 from yoloq.errors import YoloqError
-from yoloq.models.native import read_native
-from yoloq.models.quantized import load_quantized, save_quantized
-from yoloq.quant import QuantConfig
+from yoloq.models.native import read_native, require_native
+from yoloq.models.quantized import QUANTIZED_FORMAT, head_ignores, load_quantized, save_quantized
+from yoloq.quant import QuantConfig, QuantModule
 from yoloq.report import Report
 from yoloq.workflows.config import CONFIG_FILE, PtqConfig, QatConfig, check_output_dir
 from yoloq.workflows.steps import (
@@ -144,6 +145,7 @@ def _run(
         raise YoloqError(f"--resume {out}: no {LAST_FILE} to continue from")
     if not resume:
         check_output_dir(out, exist_ok)
+    given = given_ptq_source(config) if config.ptq else None  # refused before anything is written
     if context.main:
         deploy_backends(config.trt)  # before long work
     context.barrier()  # every process has checked before the first file is written
@@ -151,7 +153,7 @@ def _run(
     if context.main and not resume:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out)
-    source = _ptq_source(config, space, out, context)
+    source = given or _ptq_source(config, space, out, context)
     student = source.model()
     if student.nc != space.float_model.nc:
         raise YoloqError(
@@ -177,17 +179,69 @@ def _run(
 
 
 def _ptq_source(config: QatConfig, space: Workspace, out: Path, context: Distributed) -> _Source:
-    """The given ptq.pt, or the one PTQ writes into `out` (on rank 0) when none is given."""
-    path = Path(config.ptq) if config.ptq else out / PTQ_FILE
-    if not config.ptq and context.main and not path.is_file():
+    """The ptq.pt that PTQ writes into `out` (on rank 0), or the one an interrupted run
+    left there."""
+    path = out / PTQ_FILE
+    if context.main and not path.is_file():
         ptq_config = config.ptq_config()
         model, _, quant_config, run = quantize_and_calibrate(space, ptq_config)
         save_checkpoint(model, path, ptq_config, quant_config, space, run)
     context.barrier()
-    payload = read_native(path) if path.is_file() else None
-    if payload is None:
-        raise YoloqError(f"--ptq {path}: not a yoloq quantized checkpoint")
-    return _Source(path, payload)
+    return _Source(path, require_native(path, QUANTIZED_FORMAT))
+
+
+def given_ptq_source(config: QatConfig) -> _Source:
+    """The --ptq checkpoint, once the PTQ options given with it are checked against it."""
+    path = Path(config.ptq)
+    source = _Source(path, require_native(path, QUANTIZED_FORMAT, "--ptq"))
+    problems = ptq_option_mismatches(config, source)
+    if problems:
+        raise YoloqError(f"--ptq {path} was made with other PTQ options: {'; '.join(problems)}. "
+                         "Drop those options (QAT trains the checkpoint as it is), or leave "
+                         "out --ptq to run PTQ with them first")
+    return source
+
+
+def ptq_option_mismatches(config: QatConfig, source: _Source) -> list[str]:
+    """What the PTQ options set in `config` would do differently from the checkpoint;
+    QAT trains the checkpoint as it is, so such an option would be silently ignored."""
+    payload, problems = source.payload, []
+    bits = int((payload.get("quant_config") or {}).get("weight_bits", 8))
+    if config.weight_bits is not None and config.weight_bits != bits:
+        problems.append(f"--weight-bits {config.weight_bits}, but the checkpoint has "
+                        f"{bits}-bit weights")
+    tied = bool(payload.get("ties") or payload.get("residual_adds"))
+    if config.rules is not None and source.profile == "trt" and config.rules != tied:
+        problems.append("--no-rules, but the checkpoint's scales are tied for TensorRT" if tied
+                        else "the TensorRT rules, but the checkpoint was made with --no-rules")
+    if config.ignore:
+        problems += _float_layer_mismatch(config.ignore, source)
+    return problems
+
+
+def _float_layer_mismatch(ignore: tuple[str, ...], source: _Source) -> list[str]:
+    """Modules that `ignore` (with the head, which PTQ always keeps float) would keep
+    float but the checkpoint quantizes, and the other way round."""
+    model = source.model()
+    recorded = [re.compile(p) for p in source.payload["quant_config"].get("ignore", [])]
+    wanted = [re.compile(p) for p in (*head_ignores(model), *ignore)]
+    quantizable = [path for path, module in model.named_modules()
+                   if isinstance(module, QuantModule) or any(r.match(path) for r in recorded)]
+    kept = {path for path in quantizable if any(r.match(path) for r in recorded)}
+    asked = {path for path in quantizable if any(r.match(path) for r in wanted)}
+    problems = []
+    if asked - kept:
+        problems.append(f"--ignore keeps {_some(asked - kept)} float, but the checkpoint "
+                        "quantizes them")
+    if kept - asked:
+        problems.append(f"the checkpoint keeps {_some(kept - asked)} float, which --ignore "
+                        "does not name")
+    return problems
+
+
+def _some(paths: set[str], limit: int = 3) -> str:
+    shown = sorted(paths)[:limit]
+    return ", ".join(shown) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def _epoch(

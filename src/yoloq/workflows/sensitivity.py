@@ -19,20 +19,22 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from yoloq.console import console
 from yoloq.errors import YoloqError
-from yoloq.models.quantized import load_quantized
+from yoloq.models.native import read_native
+from yoloq.models.quantized import QUANTIZED_FORMAT, load_quantized
 from yoloq.models.sensitivity import (
     GRANULARITIES,
     ignore_patterns,
     yolo_units,
 )
-from yoloq.quant import QuantMode
+from yoloq.quant import METHODS, PROFILES
 from yoloq.runtime.backends import get_backend
 from yoloq.runtime.bench import BenchResult
 from yoloq.sensitivity import (
     ResultsStore,
     SearchResult,
-    quantizers_under,
+    Units,
     rank,
     score_units,
     search_fallback,
@@ -48,6 +50,7 @@ from yoloq.workflows.steps import (
     proxy_scores,
     quantize_and_calibrate,
     reference_maps,
+    regroup_for,
 )
 
 MODES = ("map", "proxy")
@@ -77,6 +80,10 @@ class SensitivityConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.method not in METHODS:
+            raise YoloqError(f"unknown calibration method {self.method!r}; use one of {METHODS}")
+        if self.profile not in PROFILES:
+            raise YoloqError(f"unknown profile {self.profile!r}; use one of {PROFILES}")
         if self.mode not in MODES:
             raise YoloqError(f"unknown mode {self.mode!r}; use one of {MODES}")
         if self.granularity not in GRANULARITIES:
@@ -100,16 +107,13 @@ class SensitivityRun:
 
 def run_sensitivity(config: SensitivityConfig) -> SensitivityRun:
     out = Path(config.out)
-    ptq_config = PtqConfig(weights=config.weights, data=config.data, out=str(out),
-                           profile=config.profile, method=config.method,
-                           calib_images=config.calib_images, batch=config.batch, img=config.img,
-                           val_images=config.val_images, device=config.device,
-                           workers=config.workers, seed=config.seed)
+    ptq_config = _ptq_config(config)
     space = prepare(ptq_config)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(out / RESULTS_FILE, config.settings())
     model = _quantized_model(config, ptq_config, space)
-    units = yolo_units(model, config.granularity)
+    regroup = regroup_for(model, space, ptq_config.method, ptq_config.percentile)
+    units = yolo_units(model, config.granularity, regroup)
 
     def map_now() -> float:
         return evaluate_model(model, space, config.device).map50_95
@@ -129,9 +133,31 @@ def run_sensitivity(config: SensitivityConfig) -> SensitivityRun:
             done_steps=reference.get("search_steps", ()),
             on_step=lambda history: store.record("search_steps", history, "reference"))
         store.record("search", _search_summary(run.search), section="reference")
-        run.latency = _fallback_latency(model, run.search, space, ptq_config, out)
+        run.latency = _fallback_latency(model, units, run.search, space, ptq_config, out)
     _write_outputs(run, config, out)
     return run
+
+
+def _ptq_config(config: SensitivityConfig) -> PtqConfig:
+    """The PTQ settings: the options', or with --ptq the checkpoint's own profile and
+    calibration (what re-deriving its tied scales and labelling its exports need)."""
+    settings = {"profile": config.profile, "method": config.method,
+                "calib_images": config.calib_images}
+    if config.ptq:
+        payload = read_native(config.ptq)
+        if payload is None or payload.get("format") != QUANTIZED_FORMAT:
+            raise YoloqError(f"--ptq {config.ptq}: not a yoloq quantized checkpoint")
+        calibration = payload.get("calibration") or {}
+        settings = {"profile": payload["profile"],
+                    "method": calibration.get("method", config.method),
+                    "calib_images": calibration.get("images", config.calib_images)}
+        console.print(f"--ptq {Path(config.ptq).name}: {settings['profile']} profile, "
+                      f"{settings['method']} calibration on {settings['calib_images']} images "
+                      "(from its record; --profile, --method and --calib-images do not apply)")
+    return PtqConfig(weights=config.weights, data=config.data, out=config.out,
+                     batch=config.batch, img=config.img, val_images=config.val_images,
+                     device=config.device, workers=config.workers, seed=config.seed,
+                     **settings)
 
 
 def _quantized_model(config: SensitivityConfig, ptq_config: PtqConfig,
@@ -160,16 +186,13 @@ def _search_summary(search: SearchResult) -> dict:
             "start_map": search.start_map, "final_map": search.final_map}
 
 
-def _fallback_latency(model: nn.Module, search: SearchResult, space: Workspace,
+def _fallback_latency(model: nn.Module, units: Units, search: SearchResult, space: Workspace,
                       ptq_config: PtqConfig, out: Path) -> BenchResult:
     """ONNX Runtime latency of the mixed-precision model against the all-INT8 one."""
     mixed, _ = export_pair(model, space, ptq_config, out, "mixed")
-    fallback = {q: q.mode for name in search.fallback for q in quantizers_under(model, name)}
-    for quantizer in fallback:
-        quantizer.mode = QuantMode.QUANTIZING
+    units.enable(search.fallback)
     all_int8, _ = export_pair(model, space, ptq_config, out, "all_int8")
-    for quantizer, mode in fallback.items():
-        quantizer.mode = mode
+    units.disable(search.fallback)
     return get_backend("onnxruntime").bench([all_int8, mixed], ptq_config.bench_batches,
                                             space.img_size)
 

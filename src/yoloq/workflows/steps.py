@@ -27,12 +27,13 @@ from yoloq.models import load_model
 from yoloq.models.quantized import quantize_yolo, save_quantized
 from yoloq.models.sensitivity import detector_output_error
 from yoloq.quant import CalibrationRun, calibrate
+from yoloq.quant.calibrate import calibrate_groups
 from yoloq.report import ReportRow
 from yoloq.runtime.backends import get_backend
 from yoloq.runtime.bench import BenchResult
 from yoloq.runtime.ort import OrtModel
 from yoloq.runtime.predictor import Backend, DeployJob, DeployTarget, Predictor
-from yoloq.sensitivity import ResultsStore, Units, output_error_measure, score_units
+from yoloq.sensitivity import Regroup, ResultsStore, Units, output_error_measure, score_units
 from yoloq.workflows.config import PtqConfig
 
 
@@ -150,14 +151,20 @@ def export_pair(model, space: Workspace, config: PtqConfig, out: Path, name: str
 
 def check_export(predictor: Predictor, out: str | Path, img_size: int, opset: int = 13,
                  dynamic: bool = True, fp16: bool = False, fp16_io: bool = False) -> dict:
-    """Export a Predictor's torch model and compare ONNX Runtime's output with torch's.
+    """Export a Predictor's torch model and compare ONNX Runtime's output with torch's,
+    over a batch of smooth random images.
 
-    Returns the max absolute error over the output, that error on the scores in steps
-    of the score grid (1/127), and on the boxes in pixels, over a batch of smooth
-    random images. With `fp16` the float parts are exported in FP16 and compared with
-    the FP32 torch model (ONNX Runtime's CPU runs FP16 nodes it has no kernel for in
-    FP32, so the error is FP16's rounding of weights and activations).
+    Each error is in the units the output has: a float output (the usual case: the
+    head's decode runs in float) in pixels on the boxes and absolute on the scores; a
+    quantized output (a DequantizeLinear writes it) also in steps of its grid. Returns
+    {"path", "output": "float" | "quantized", "max_abs_error", "max_box_error_px",
+    "max_score_error", "grid_step", "max_error_steps"} (the last two None for a float
+    output). With `fp16` the float parts are exported in FP16 and compared with the
+    FP32 torch model (ONNX Runtime's CPU runs FP16 nodes it has no kernel for in FP32,
+    so the error is FP16's rounding of weights and activations).
     """
+    from yoloq.export.detector import load_onnx, output_grid_step  # only this step reads back
+
     precision = "fp16" if fp16 and predictor.precision == "fp32" else predictor.precision
     metadata = detector_metadata(predictor.names, img_size, predictor.stride, precision,
                                  predictor.profile)
@@ -169,10 +176,12 @@ def check_export(predictor: Predictor, out: str | Path, img_size: int, opset: in
     images = nn.functional.interpolate(low, size=(img_size, img_size), mode="bilinear")
     expected = predictor(images).float().cpu()
     actual = OrtModel(path, providers=["CPUExecutionProvider"])(images)
-    scores_error = (actual[..., 4:] - expected[..., 4:]).abs().max().item()
-    return {"path": str(path), "max_abs_error": (actual - expected).abs().max().item(),
-            "max_error_steps": scores_error * 127,
-            "max_box_error_px": (actual[..., :4] - expected[..., :4]).abs().max().item()}
+    error = (actual - expected).abs()
+    step = output_grid_step(load_onnx(path))
+    return {"path": str(path), "output": "float" if step is None else "quantized",
+            "max_abs_error": error.max().item(), "max_box_error_px": error[..., :4].max().item(),
+            "max_score_error": error[..., 4:].max().item(), "grid_step": step,
+            "max_error_steps": None if step is None else error.max().item() / step}
 
 
 # --- backends: run and time the exports ---------------------------------------------------
@@ -252,6 +261,16 @@ def torch_row(model: str, result: EvalResult | dict, profile: str | None = None,
 # --- sensitivity: the proxy measure and the ranking's table and chart ------------------------
 
 RESULTS_FILE = "sensitivity.json"
+
+
+def regroup_for(model: nn.Module, space: Workspace, method: str,
+                percentile: float = 99.99) -> Regroup:
+    """What calibrates, on the run's calibration images, the part of a tied scale group
+    that stays quantized when a unit runs float (what ignoring the unit would give it)."""
+    def regroup(groups: list[list[str]]) -> list[torch.Tensor]:
+        return calibrate_groups(model, space.calib_loader, groups, method, percentile)
+
+    return regroup
 
 
 def proxy_scores(model: nn.Module, loader, units: Units, store: ResultsStore, batches: int = 4,

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from yoloq.errors import YoloqError
-from yoloq.runtime.tensorrt.api import TensorRT, load_tensorrt
+from yoloq.runtime.tensorrt.api import TensorRT, TensorRTUnavailable, load_tensorrt
 from yoloq.runtime.tensorrt.build import metadata_file
 
 # TensorRT DataType names -> torch dtypes (the I/O types yoloq's engines can have).
@@ -52,7 +52,15 @@ def read_engine_metadata(path: str | Path) -> dict:
             f"{path}: no {meta_path.name} beside it; build engines with `yoloq trt build`, "
             "which writes the class names and input size there"
         )
-    return json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise YoloqError(f"{meta_path}: not readable JSON ({error}); rebuild the engine with "
+                         "`yoloq trt build`") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("names"), list):
+        raise YoloqError(f"{meta_path}: no class names in it; rebuild the engine with "
+                         "`yoloq trt build`")
+    return meta
 
 
 class EngineRunner:
@@ -66,7 +74,12 @@ class EngineRunner:
         path = Path(path)
         if not path.is_file():
             raise YoloqError(f"TensorRT engine not found: {path}")
-        self.api = tensorrt or load_tensorrt()
+        if path.stat().st_size == 0:  # said before TensorRT is needed to tell
+            raise YoloqError(f"{path}: empty file, not a TensorRT engine")
+        try:
+            self.api = tensorrt or load_tensorrt()
+        except TensorRTUnavailable as error:  # the same error, naming the file it stopped at
+            raise TensorRTUnavailable(f"{path}: cannot run it here: {error}") from None
         trt = self.api.module
         self.device = torch.device(device)
         if self.device.type != "cuda":
