@@ -97,7 +97,10 @@ def test_calibration_is_deterministic_and_close_to_float(method):
         quantized = a(x)
         with disable_quantization(a):
             reference = a(x)
-    assert ((quantized - reference).norm() / reference.norm()).item() < 0.05
+    # NVIDIA's entropy (which yoloq's equals, tests/quant/test_entropy_modelopt.py) clips
+    # this tiny net's few-image histograms hard: 10% error, where the others give 0.1%.
+    limit = 0.15 if method == "entropy" else 0.05
+    assert ((quantized - reference).norm() / reference.norm()).item() < limit
 
 
 def test_calibrate_accepts_a_forward_loop_and_num_batches():
