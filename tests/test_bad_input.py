@@ -9,7 +9,6 @@ the tiny model and data of tests/conftest.py.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -261,8 +260,8 @@ def test_an_export_that_fails_late_leaves_no_onnx_behind(tmp_path, monkeypatch):
 
 
 def test_a_checkpoint_or_report_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
+    from yoloq.files import write_text_atomic
     from yoloq.models.native import atomic_torch_save
-    from yoloq.report import write_text_atomic
 
     checkpoint, report = tmp_path / "ptq.pt", tmp_path / "report.json"
     atomic_torch_save({"run": 1}, checkpoint)
@@ -272,26 +271,16 @@ def test_a_checkpoint_or_report_write_that_fails_leaves_the_old_file(tmp_path, m
         Path(file).write_bytes(b"PK\x03\x04half")
         raise OSError(28, "No space left on device")
 
-    real_fdopen = os.fdopen
+    real_write_text = Path.write_text
 
-    class TornFile:  # writes half the text, then the disk fills up
-        def __init__(self, handle, mode):
-            self.file = real_fdopen(handle, mode)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.file.close()
-
-        def write(self, text):
-            self.file.write(text[: len(text) // 2])
-            raise OSError(28, "No space left on device")
+    def torn_write_text(self, text, *args, **kwargs):  # half the text, then the disk is full
+        real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", torn_save)
     with pytest.raises(OSError):
         atomic_torch_save({"run": 2}, checkpoint)
-    monkeypatch.setattr(os, "fdopen", TornFile)
+    monkeypatch.setattr(Path, "write_text", torn_write_text)
     with pytest.raises(OSError):
         write_text_atomic(report, '{"run": 2}')
     monkeypatch.undo()

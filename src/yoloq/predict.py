@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from yoloq.data.dataset import list_images
 from yoloq.data.letterbox import ImageMeta, align_to_stride, fit_scale, letterbox, load_rgb
 from yoloq.errors import YoloqError
 from yoloq.evaluate import non_max_suppression, to_original
-from yoloq.report import write_text_atomic
+from yoloq.files import atomic_path, write_text_atomic
 
 DETECTIONS_JSON = "detections.json"
 # A fixed palette, so that a class has the same colour in every image and every run.
@@ -152,14 +151,8 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection]) -> Imag
 def save_image_atomic(image: Image.Image, path: Path) -> Path:
     """Save through a temporary file of the same suffix (PIL picks the format by it), so
     that an interrupted run never leaves a half-written drawing."""
-    handle, temporary = tempfile.mkstemp(suffix=path.suffix, prefix=".", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         image.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from yoloq.errors import YoloqError
+from yoloq.files import atomic_path, write_text_atomic
 from yoloq.models.registry import has_random_weights
 
 # torch and the built-in backends; `yoloq.runtime.backends.register_backend` adds the others,
@@ -156,21 +156,6 @@ class Report:
             raise YoloqError(f"{path}: {error}") from None
         except TypeError as error:
             raise YoloqError(f"{path}: not a readable yoloq report ({error})") from None
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file, so readers never see half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
 
 
 # --- the comparison table, shared by Markdown and the terminal -------------------------
@@ -322,17 +307,9 @@ def plot_report(report: Report, path: str | Path) -> Path:
     speed.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     if batches:
         speed.legend(fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path, ".png") as temporary:
         figure.savefig(temporary, format="png", dpi=120)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return Path(path)
 
 
 def _row_label(row: ReportRow) -> str:

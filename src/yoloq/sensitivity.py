@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from yoloq.console import progress
 from yoloq.errors import YoloqError
+from yoloq.files import write_text_atomic
 from yoloq.quant import QuantMode, TensorQuantizer, disable_quantization
 from yoloq.quant.calibrate import set_submodule
 
@@ -211,9 +212,7 @@ class ResultsStore:
         self.save()
 
     def save(self) -> None:
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.data, indent=1))
-        temporary.replace(self.path)
+        write_text_atomic(self.path, json.dumps(self.data, indent=1))
 
 
 def read_results(path: Path) -> dict:

@@ -7,7 +7,7 @@ import argparse
 import json
 
 from yoloq.errors import YoloqError
-from yoloq.report import write_text_atomic
+from yoloq.files import write_text_atomic
 from yoloq.runtime.backends import BACKENDS, backend_for, get_backend
 from yoloq.runtime.bench import print_bench_result
 

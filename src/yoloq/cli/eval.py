@@ -12,7 +12,7 @@ import torch
 from yoloq.data import create_val_loader, load_data_config, load_split
 from yoloq.errors import YoloqError
 from yoloq.evaluate import evaluate, print_eval_result
-from yoloq.report import write_text_atomic
+from yoloq.files import write_text_atomic
 from yoloq.runtime.backends import BACKENDS, load_predictor
 
 

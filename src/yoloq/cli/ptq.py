@@ -45,15 +45,7 @@ def register(subparsers) -> None:
     parser.add_argument("--calib-images", type=int, help="calibration images (default 256)")
     parser.add_argument("--batch", type=int, help="batch size (default 8)")
     parser.add_argument("--img", type=int, help="input size (default: the model's, else 640)")
-    parser.add_argument("--ignore", action="append",
-                        help="regex of module paths to keep float (repeatable), e.g. "
-                        "'model\\.105\\.'")
-    parser.add_argument("--ignore-file", help="file with one ignore regex per line")
-    parser.add_argument("--weight-bits", type=int, choices=(7, 8),
-                        help="ort profile: 7-bit weights for CPUs without VNNI (default 8)")
-    parser.add_argument("--no-rules", dest="rules", action="store_false", default=None,
-                        help="trt profile: do not tie the scales around Concat/MaxPool and "
-                        "leave residual adds unquantized (for comparison)")
+    add_placement_options(parser)
     parser.add_argument("--val-images", type=int, help="evaluate on the first N val images")
     parser.add_argument("--device", help="cpu or cuda:0 (default cpu)")
     parser.add_argument("--workers", type=int, help="data loader processes (default 2)")
@@ -67,6 +59,29 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def add_placement_options(parser, scope: str = "") -> None:
+    """What is quantized and how: --ignore, --ignore-file, --weight-bits, --no-rules
+    (`scope` starts each help, e.g. "PTQ: " where the command runs PTQ first)."""
+    parser.add_argument("--ignore", action="append",
+                        help=f"{scope}regex of module paths to keep float (repeatable), e.g. "
+                        "'model\\.105\\.'")
+    parser.add_argument("--ignore-file", help=f"{scope}file with one ignore regex per line")
+    parser.add_argument("--weight-bits", type=int, choices=(7, 8),
+                        help=f"{scope}ort profile: 7-bit weights for CPUs without VNNI "
+                        "(default 8)")
+    parser.add_argument("--no-rules", dest="rules", action="store_false", default=None,
+                        help=f"{scope}trt profile: do not tie the scales around Concat/MaxPool "
+                        "and leave residual adds unquantized (for comparison)")
+
+
+def given_ignores(args) -> list[str]:
+    """The --ignore regexes, then those of --ignore-file."""
+    ignore = list(args.ignore or [])
+    if args.ignore_file:
+        ignore += read_ignore_file(args.ignore_file)
+    return ignore
+
+
 # Command-line options that map one to one onto PtqConfig fields.
 _FIELDS = ("weights", "data", "out", "profile", "method", "percentile", "calib_images", "batch",
            "img", "weight_bits", "val_images", "device", "workers", "seed", "on_bad_data",
@@ -77,9 +92,7 @@ def build_config(args):
     settings = PtqConfig.load(args.config).to_dict() if args.config else {}
     settings.update({name: getattr(args, name) for name in _FIELDS
                      if getattr(args, name) is not None})
-    ignore = list(args.ignore or [])
-    if args.ignore_file:
-        ignore += read_ignore_file(args.ignore_file)
+    ignore = given_ignores(args)
     if ignore:
         settings["ignore"] = ignore
     for required in ("weights", "data"):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from yoloq.cli.ptq import add_placement_options, given_ignores
 from yoloq.errors import YoloqError
 from yoloq.quant import METHODS, PROFILES
 from yoloq.report import print_report
-from yoloq.workflows.config import QatConfig, read_ignore_file
+from yoloq.workflows.config import QatConfig
 from yoloq.workflows.qat import resume_qat, run_qat
 
 EPILOG = """examples:
@@ -68,15 +69,7 @@ def register(subparsers) -> None:
     parser.add_argument("--profile", choices=PROFILES, help="PTQ profile (default trt)")
     parser.add_argument("--method", choices=METHODS, help="PTQ calibration method (default mse)")
     parser.add_argument("--calib-images", type=int, help="PTQ calibration images (256)")
-    parser.add_argument("--ignore", action="append",
-                        help="PTQ: regex of module paths to keep float (repeatable), e.g. "
-                        "'model\\.105\\.'")
-    parser.add_argument("--ignore-file", help="PTQ: file with one ignore regex per line")
-    parser.add_argument("--weight-bits", type=int, choices=(7, 8),
-                        help="PTQ, ort profile: 7-bit weights for CPUs without VNNI (default 8)")
-    parser.add_argument("--no-rules", dest="rules", action="store_false", default=None,
-                        help="PTQ, trt profile: do not tie the scales around Concat/MaxPool and "
-                        "leave residual adds unquantized (for comparison)")
+    add_placement_options(parser, scope="PTQ: ")
     parser.add_argument("--batch", type=int, help="batch size per process (default 8)")
     parser.add_argument("--img", type=int, help="input size (default: the model's, else 640)")
     parser.add_argument("--val-images", type=int, help="evaluate on the first N val images")
@@ -122,9 +115,7 @@ _RESUME_FIELDS = ("device", "workers")
 def given_settings(args) -> dict:
     """The QatConfig fields set on the command line (--ignore and --ignore-file as one)."""
     given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) is not None}
-    ignore = list(args.ignore or [])
-    if args.ignore_file:
-        ignore += read_ignore_file(args.ignore_file)
+    ignore = given_ignores(args)
     if ignore:
         given["ignore"] = tuple(ignore)
     return given

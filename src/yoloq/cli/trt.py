@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from yoloq.errors import YoloqError
-from yoloq.report import write_text_atomic
+from yoloq.files import write_text_atomic
 from yoloq.runtime.tensorrt import (
     BuildSettings,
     benchmark_engine,

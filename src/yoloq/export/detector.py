@@ -5,8 +5,6 @@ the .onnx self-describing. (The check of ONNX Runtime against torch after export
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from onnx import numpy_helper
 from yoloq.errors import YoloqError
 from yoloq.export.fp16 import FP16_QDQ_OPSET, convert_to_fp16
 from yoloq.export.onnx import export_onnx
+from yoloq.files import atomic_path
 from yoloq.quant.quantizer import QuantMode, iter_quantizers
 
 
@@ -65,26 +64,18 @@ def export_detector(
     wrapper = _FirstOutput(model).train(model.training)  # export restores this mode after
     if fp16 and has_quantizers(model):
         opset = max(opset, FP16_QDQ_OPSET)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # The whole file (metadata and FP16 included) is made under a temporary name and renamed
     # at the end: a failed or interrupted export never leaves a complete-looking .onnx.
-    handle, temporary = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path, ".onnx.tmp") as temporary:
         export_onnx(wrapper, temporary, example, opset, dynamic_batch=False, dynamic_axes=axes)
         if metadata or fp16:
-            proto = onnx.load(temporary)
+            proto = onnx.load(str(temporary))
             if fp16:
                 proto, _ = convert_to_fp16(proto, keep_io_types=not fp16_io)
             props = {**(metadata or {}), **({"float_type": "fp16"} if fp16 else {})}
             onnx.helper.set_model_props(proto, {k: str(v) for k, v in props.items()})
-            onnx.save(proto, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+            onnx.save(proto, str(temporary))
+    return Path(path)
 
 
 def has_quantizers(model: nn.Module) -> bool:

@@ -9,8 +9,6 @@ here, so that the Q reads the clamped weight as a stored tensor.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from functools import reduce
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 import torch.nn as nn
 from onnx import numpy_helper
 
+from yoloq.files import atomic_path
 from yoloq.quant.quantizer import QuantMode, iter_quantizers
 
 MIN_OPSET = 13  # per-channel QuantizeLinear (the `axis` attribute) arrived in opset 13
@@ -48,28 +47,22 @@ def export_onnx(
         raise ValueError(f"opset {opset} is too old for per-channel Q/DQ; use {MIN_OPSET} or newer")
     _check_calibrated(model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     axes = {name: {0: "batch"} for name in (*input_names, *output_names)}
     if dynamic_axes is not None:
         axes, dynamic_batch = dynamic_axes, True
     was_training = model.training
     model.eval()
-    handle, temporary = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(handle)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), atomic_path(path) as temporary:
             torch.onnx.export(
-                model, (example,), temporary, opset_version=opset, dynamo=False,
+                model, (example,), str(temporary), opset_version=opset, dynamo=False,
                 input_names=list(input_names), output_names=list(output_names),
                 dynamic_axes=axes if dynamic_batch else None, do_constant_folding=True,
             )
-        _fold_constant_clamps(temporary)
-        onnx.checker.check_model(temporary)
-        os.replace(temporary, path)
+            _fold_constant_clamps(str(temporary))
+            onnx.checker.check_model(str(temporary))
     finally:
         model.train(was_training)
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 

@@ -8,13 +8,12 @@ Unlike the official checkpoints it pickles no classes, so it loads safely anywhe
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from yoloq.errors import YoloqError
+from yoloq.files import atomic_path
 from yoloq.models.yolo import Model
 
 FLOAT_FORMAT = "yoloq-float"
@@ -43,17 +42,9 @@ def save_float_checkpoint(
 
 def atomic_torch_save(payload, path: str | Path) -> Path:
     """`torch.save` to a temporary file beside `path`, then rename: never a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return Path(path)
 
 
 def read_native(path: str | Path) -> dict | None:

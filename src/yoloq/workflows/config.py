@@ -16,8 +16,8 @@ import yaml
 
 from yoloq.data.config import yaml_error_line
 from yoloq.errors import YoloqError
+from yoloq.files import write_text_atomic
 from yoloq.quant import METHODS, PROFILES
-from yoloq.report import write_text_atomic
 
 CONFIG_FILE = "config.yaml"
 

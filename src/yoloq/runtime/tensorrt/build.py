@@ -12,8 +12,6 @@ The build writes, next to the engine (`model.engine`):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from pathlib import Path
 import onnx
 
 from yoloq.errors import YoloqError
+from yoloq.files import write_bytes_atomic
 from yoloq.graph.ops import QDQ_OPS
 from yoloq.runtime.tensorrt.api import TensorRT, load_tensorrt
 
@@ -338,15 +337,7 @@ def write_engine_metadata(
 
 def _write_bytes(path: Path, data) -> None:
     """Write through a temporary file, so a failed build never leaves half an engine."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(memoryview(data))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_bytes_atomic(path, data)
 
 
 def _write_text(path: Path, text: str) -> None:
