@@ -1,5 +1,6 @@
-"""Train the demo model that ships with yoloq: YOLOv7-tiny (reduced width) on the
-built-in synthetic benchmark.
+"""Train a demo model that ships with yoloq on the built-in synthetic benchmark:
+`demo` is YOLOv7-tiny (LeakyReLU) at half width, `demo-v5` is YOLOv5n v7.0 (SiLU, C3
+with residual adds, SPPF).
 
 A real training loop: augmentation (scale, HSV, flips), AdamW with warm-up and a
 cosine schedule, an EMA of the weights, evaluation of the EMA on the val split,
@@ -9,6 +10,10 @@ run. Uses the GPU when one is present.
     python scripts/train_demo.py --out runs/train_demo --epochs 30
     python scripts/train_demo.py --out runs/train_demo --resume
     python scripts/train_demo.py --out runs/train_demo --ship   # copy best weights into the package
+    python scripts/train_demo.py --model demo-v5 --out runs/train_demo_v5 --epochs 20
+
+The best epoch is chosen on the `select` split (the 500 val images of the
+benchmark's first seed); the `report` split is never seen here.
 """
 
 from __future__ import annotations
@@ -56,10 +61,18 @@ class ModelEma:
                 value.mul_(d).add_(source[key].detach(), alpha=1 - d)
 
 
-def build_demo_model(nc: int, width: float) -> Model:
-    cfg = architecture_config("yolov7-tiny")
+# What each shipped demo model is built from: (architecture, width multiple, asset stem).
+DEMO_MODELS = {
+    "demo": ("yolov7-tiny", 0.5, "demo_model"),
+    "demo-v5": ("yolov5n", 0.25, "demo_v5_model"),
+}
+
+
+def build_demo_model(name: str, nc: int, width: float | None = None) -> Model:
+    architecture, default_width, _ = DEMO_MODELS[name]
+    cfg = architecture_config(architecture)
     cfg["nc"] = nc
-    cfg["width_multiple"] = width
+    cfg["width_multiple"] = default_width if width is None else width
     return Model(cfg)
 
 
@@ -83,12 +96,15 @@ def learning_rate(step: int, total: int, peak: float, warmup: int, final: float 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(DEMO_MODELS), default="demo",
+                        help="which demo model to train")
     parser.add_argument("--out", default="runs/train_demo")
     parser.add_argument("--data-root", default="runs/synthetic",
                         help="where the synthetic dataset is generated (once)")
     parser.add_argument("--train-images", type=int, default=4000)
     parser.add_argument("--img", type=int, default=320)
-    parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--width", type=float, default=None,
+                        help="width multiple (default: the demo model's own)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -120,7 +136,7 @@ def train(args: argparse.Namespace) -> None:
                                size=args.img, seed=args.seed)
     data = load_data_config(data_yaml)
     train_set, val_set = load_split(data, "train"), load_split(data, "val")
-    model = build_demo_model(data.nc, args.width).to(args.device)
+    model = build_demo_model(args.model, data.nc, args.width).to(args.device)
     model.names = list(data.names)
     loss_fn = DetectionLoss(model, img_size=args.img).to(args.device)
     optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr,
@@ -187,20 +203,23 @@ def run_epoch(model, ema, loader, loss_fn, optimizer, epoch, total_steps, args) 
 def training_record(args, record: dict, elapsed: float) -> dict:
     return {"command": "python scripts/train_demo.py " + " ".join(sys.argv[1:]),
             "device": args.device, "epochs_run": record["epoch"] + 1,
-            "train_seconds": round(elapsed, 1), "img_size": args.img, "width": args.width,
-            "train_images": args.train_images, "val_images": 500,
-            "val_map50_95": record["map50_95"], "val_map50": record["map50"]}
+            "train_seconds": round(elapsed, 1), "img_size": args.img,
+            "architecture": DEMO_MODELS[args.model][0],
+            "width": args.width or DEMO_MODELS[args.model][1],
+            "train_images": args.train_images, "select_images": 500,
+            "select_map50_95": record["map50_95"], "select_map50": record["map50"]}
 
 
 def ship(args: argparse.Namespace) -> None:
     """Copy OUT/best.pt into the package as the demo model, with its record as JSON."""
     source = Path(args.out) / "best.pt"
     payload = torch.load(source, map_location="cpu", weights_only=True)
+    stem = DEMO_MODELS[args.model][2]
     SHIPPED.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, SHIPPED / "demo_model.pt")
-    (SHIPPED / "demo_model.json").write_text(json.dumps(payload["record"], indent=2) + "\n")
-    size = (SHIPPED / "demo_model.pt").stat().st_size / 2**20
-    print(f"shipped {SHIPPED / 'demo_model.pt'} ({size:.1f} MiB): {payload['record']}")
+    shutil.copyfile(source, SHIPPED / f"{stem}.pt")
+    (SHIPPED / f"{stem}.json").write_text(json.dumps(payload["record"], indent=2) + "\n")
+    size = (SHIPPED / f"{stem}.pt").stat().st_size / 2**20
+    print(f"shipped {SHIPPED / (stem + '.pt')} ({size:.1f} MiB): {payload['record']}")
 
 
 if __name__ == "__main__":

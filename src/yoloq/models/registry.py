@@ -8,7 +8,7 @@ from pathlib import Path
 from yoloq.console import err_console
 from yoloq.errors import YoloqError
 from yoloq.models.checkpoint import load_checkpoint
-from yoloq.models.demo import DEMO, demo_model
+from yoloq.models.demo import DEMO_MODELS, demo_model
 from yoloq.models.native import load_float_checkpoint, read_native
 from yoloq.models.yolo import Model, read_model_yaml
 
@@ -58,20 +58,20 @@ def build_model(cfg: str | Path | dict, nc: int | None = None) -> Model:
 def has_random_weights(weights: str | Path) -> bool:
     """Whether `load_model(weights)` builds an untrained model: an architecture name or a
     model YAML gives random weights; a checkpoint and the demo give trained ones."""
-    return str(weights) != DEMO and Path(str(weights)).suffix not in _CHECKPOINT_SUFFIXES
+    return str(weights) not in DEMO_MODELS and Path(str(weights)).suffix not in _CHECKPOINT_SUFFIXES
 
 
 def load_model(weights: str | Path) -> Model:
     """A model from a checkpoint (``.pt``), a model YAML, a shipped architecture name,
-    or ``"demo"`` (the trained demo model of the built-in benchmark).
+    or ``"demo"`` / ``"demo-v5"`` (the trained demo models of the built-in benchmark).
 
     Checkpoints (yoloq's own float format or an official one) come back in
     eval mode with their weights; names and YAML files give a randomly
     initialised model (train mode, like any new ``nn.Module``), with a warning on
     stderr (see `has_random_weights`).
     """
-    if str(weights) == DEMO:
-        return demo_model()
+    if str(weights) in DEMO_MODELS:
+        return demo_model(str(weights))
     if has_random_weights(weights):
         model = build_model(weights)
         # Said loudly: accuracy measured on random weights means nothing, and a name
