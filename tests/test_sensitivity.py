@@ -1,5 +1,7 @@
 import json
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -234,13 +236,14 @@ def test_fragile_layer_ranks_first_by_map(demo_subset):
     from yoloq.models.registry import load_model
 
     data = load_data_config(demo_subset)
+    val = load_split(data, "val")
     model = load_model("demo").fuse()
     quantize_yolo(model)
     calibrate(model, create_calibration_loader(load_split(data, "train"), 16, 320, 8),
               method="max", show_progress=False)
     quantizer = model.model[4].conv.weight_quantizer  # untied, as in `quantized` above
     quantizer.set_amax(quantizer.amax * 0.02)
-    loader = create_val_loader(load_split(data, "val"), 320, 16, 32)
+    loader = create_val_loader(replace(val, records=val.records[:32]), 320, 16, 32)
 
     def measure():
         with torch.inference_mode():
@@ -251,7 +254,7 @@ def test_fragile_layer_ranks_first_by_map(demo_subset):
     def regroup(groups):
         return calibrate_groups(model, [images], groups, "max", show_progress=False)
 
-    groups = yolo_units(model, regroup=regroup, only=first_layers(8))
+    groups = yolo_units(model, regroup=regroup, only=first_layers(6))
     scores = score_units(groups, measure, ResultsStore(demo_subset.parent / "s.json", {}),
                           baseline=measure(), show_progress=False)
     assert rank(scores)[0][0] == FRAGILE and scores[FRAGILE] > 0.05
