@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from yoloq.data import AugmentConfig, create_train_loader, create_val_loader, load_data_config
 from yoloq.data.dataset import load_split
+from yoloq.data.demo import DEMO_DATA
 from yoloq.data.synthetic import ensure_dataset
 from yoloq.evaluate import evaluate
 from yoloq.models import Model
@@ -132,10 +133,13 @@ def train(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
+    # The benchmark's report images are made too (so that the default cache stays whole),
+    # but training never reads them: its best epoch is chosen on `select`.
     data_yaml = ensure_dataset(args.data_root, train_images=args.train_images, val_images=500,
-                               size=args.img, seed=args.seed)
+                               report_images=DEMO_DATA["report_images"], size=args.img,
+                               seed=args.seed)
     data = load_data_config(data_yaml)
-    train_set, val_set = load_split(data, "train"), load_split(data, "val")
+    train_set, val_set = load_split(data, "train"), load_split(data, "select")
     model = build_demo_model(args.model, data.nc, args.width).to(args.device)
     model.names = list(data.names)
     loss_fn = DetectionLoss(model, img_size=args.img).to(args.device)

@@ -71,12 +71,13 @@ def tiny_yolo(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_subset(tmp_path_factory):
-    """The first 64 val and 32 train images of the built-in benchmark: the generator seeds
+    """The first 64 val (select) and 32 train images of the built-in benchmark: the generator seeds
     each image by its index, so these are the very images of the full set."""
     from yoloq.data.demo import DEMO_DATA
     from yoloq.data.synthetic import generate_dataset
 
-    settings = {**DEMO_DATA, "train_images": 32, "val_images": 64}
+    # No report images: its val split is the first 64 select images of the benchmark.
+    settings = {**DEMO_DATA, "train_images": 32, "val_images": 64, "report_images": 0}
     return generate_dataset(tmp_path_factory.mktemp("demo_subset"), workers=1, progress=False,
                             **settings)
 

@@ -42,7 +42,8 @@ def test_ptq_on_demo_subset_stays_within_one_point(demo_subset, tmp_path):
                        calib_images=32, workers=0, bench_batches=(1,))
     result = run_ptq(config)
     assert abs(result.float_eval.map50_95 - result.ptq_eval.map50_95) <= 0.01
-    assert abs(result.ptq_eval.map50_95 - result.onnx_eval.map50_95) <= 0.003
+    # On the 51 report images of the subset (13 are held out to select on).
+    assert abs(result.ptq_eval.map50_95 - result.onnx_eval.map50_95) <= 0.006
     assert (tmp_path / "ptq" / "report.md").is_file()
 
 
@@ -64,3 +65,29 @@ def test_demo_runs_every_stage(demo_subset, tmp_path):
             "sensitivity.png"} <= files
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert len(saved["rows"]) == len(report.rows)
+
+
+def test_demo_v5_loads_evaluates_as_recorded_and_exports_with_parity(demo_subset, tmp_path):
+    """The shipped YOLOv5 demo model: its fp16 weights give, on the first 64 select images,
+    the mAP its fp32 weights gave before shipping, and its ONNX export computes what
+    torch does."""
+    from yoloq.export import export_detector
+    from yoloq.models.demo import ASSETS, DEMO_MODELS, DEMO_V5
+    from yoloq.runtime.ort import OrtModel
+
+    model, record = demo_model(DEMO_V5).fuse().eval(), demo_record(DEMO_V5)
+    assert record["architecture"] == "yolov5n" and record["select_map50_95"] >= 0.4
+    assert (ASSETS / f"{DEMO_MODELS[DEMO_V5]}.pt").stat().st_size <= 4 * 2**20
+    loader = create_val_loader(load_split(load_data_config(demo_subset), "val"), 320, 16, 32)
+    with torch.inference_mode():
+        result = evaluate(lambda x: model(x)[0], loader, progress=False)
+    check = record["check"]
+    assert result.images == check["images"] == 64
+    assert result.map50_95 == pytest.approx(check["map50_95"], abs=0.001)  # 0.1 points
+    path = export_detector(model, tmp_path / "demo_v5.onnx", 320)
+    images = next(iter(loader)).images[:2]
+    with torch.inference_mode():
+        expected = model(images)[0]
+    actual = OrtModel(path, providers=["CPUExecutionProvider"])(images)
+    assert (actual[..., :4] - expected[..., :4]).abs().max() < 0.05  # pixels
+    assert (actual[..., 4:] - expected[..., 4:]).abs().max() < 1e-3  # scores

@@ -94,8 +94,8 @@ def test_a_newer_schema_is_refused_with_its_file_named(tmp_path):
     report = Report(rows=[ReportRow("m", "torch", None, "fp32", 0.5, 0.6)])
     report.save(tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["schema_version"] == 1 and Report.load(tmp_path).rows == report.rows
-    saved["schema_version"] = 2
+    assert saved["schema_version"] == 2 and Report.load(tmp_path).rows == report.rows
+    saved["schema_version"] = 3
     (tmp_path / "report.json").write_text(json.dumps(saved))
-    with pytest.raises(YoloqError, match=r"report.json: report schema_version 2 is newer"):
+    with pytest.raises(YoloqError, match=r"report.json: report schema_version 3 is newer"):
         Report.load(tmp_path)

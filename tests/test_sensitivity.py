@@ -1,5 +1,4 @@
 import json
-
 from dataclasses import replace
 
 import pytest
@@ -288,7 +287,7 @@ def test_a_results_file_of_a_newer_schema_is_refused(tmp_path):
     path = tmp_path / "sensitivity.json"
     store = ResultsStore(path, {"a": 1})
     store.record("model.1", 0.5)
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text())["schema_version"] == 2
     assert ResultsStore(path, {"a": 1}).scores == {"model.1": 0.5}  # resumes
     path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 9}))
     with pytest.raises(Exception, match="schema_version 9 is newer"):

@@ -30,7 +30,9 @@ PROFILES = ("trt", "ort", None)
 PRECISIONS = ("fp32", "fp16", "int8")
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
-SCHEMA_VERSION = 1
+# 2: rows carry bootstrap intervals (mAP and drop), the report its evaluation splits and
+# the paired per-class and per-size drops; every mAP is measured on the report split.
+SCHEMA_VERSION = 2
 RANDOM_WEIGHTS_NOTE = ("RANDOM WEIGHTS: the float model was built from an architecture, not "
                        "loaded from a checkpoint, so these mAPs mean nothing")
 
@@ -50,6 +52,10 @@ class ReportRow:
     map50: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     notes: str = ""
+    # Paired bootstrap 95% intervals over the evaluated images (fractions): of mAP@.5:.95,
+    # and of the drop from the backend's float row (the row the table compares it with).
+    map50_95_interval: list[float] | None = None
+    drop_interval: list[float] | None = None
 
     def __post_init__(self):
         _check_choice("backend", self.backend, tuple(sorted(BACKENDS)))
@@ -102,6 +108,9 @@ class Report:
     # --weights). None: decided from config["weights"], which every workflow's config has,
     # so that no workflow can write a report of a random model without saying so.
     random_weights: bool | None = None
+    splits: dict = field(default_factory=dict)  # the select and report images (data.splits)
+    # Per quantized row (by `row_key`): PairedIntervals.to_dict(), per class and per size.
+    paired: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.random_weights is None:
@@ -130,6 +139,8 @@ class Report:
             machine=data.get("machine", {}),
             created=data.get("created", ""),
             random_weights=data.get("random_weights"),
+            splits=data.get("splits", {}),
+            paired=data.get("paired", {}),
         )
 
     def save(self, folder: str | Path) -> Path:
@@ -177,8 +188,10 @@ def reference_rows(report: Report) -> dict[str, ReportRow]:
     return references
 
 
-def table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
-    """Headers and text cells: mAP in points, drop in points, latency and ratio per batch."""
+def table_cells(report: Report, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Headers and text cells: mAP in points, drop in points, latency and ratio per batch.
+
+    `compact` (the terminal) gives the interval on the drop only, without spaces."""
     batches = batch_sizes(report)
     headers = ["model", "backend", "profile", "precision", "mAP@.5:.95", "drop",
                "mAP@.5"]  # fmt: skip
@@ -190,22 +203,45 @@ def table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
     for row in report.rows:
         reference = references.get(row.backend)
         cells = [row.model, row.backend, row.profile or "-", row.precision,
-                 _points(row.map50_95), _drop(reference, row), _points(row.map50)]  # fmt: skip
+                 _points(row.map50_95, None if compact else row.map50_95_interval),
+                 _drop(reference, row, compact), _points(row.map50)]  # fmt: skip
         for batch in batches:
             cells += [_ms(row.latency_ms.get(batch)), _ratio(reference, row, batch)]
         rows.append([*cells, row.notes])
     return headers, rows
 
 
-def _points(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
+def row_key(row: ReportRow) -> str:
+    """A row's name in `Report.paired`: model, backend, precision, profile."""
+    return " ".join(part for part in (row.model, row.backend, row.precision, row.profile)
+                    if part)
 
 
-def _drop(reference: ReportRow | None, row: ReportRow) -> str:
-    """Points lost against the float row of the backend (negative: a gain)."""
+def _points(value: float | None, interval: list[float] | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" + (_span(interval) if interval else "")
+
+
+def _span(interval: list[float], compact: bool = False) -> str:
+    low, high = interval
+    if low is None or high is None:
+        return " [-]"
+    separator = "," if compact else ", "
+    return f" [{100 * low:.2f}{separator}{100 * high:.2f}]"
+
+
+def _drop(reference: ReportRow | None, row: ReportRow, compact: bool = False) -> str:
+    """Points lost against the float row of the backend (negative: a gain), with its
+    interval; `*` where the interval excludes 0 (a difference the images support)."""
     if reference is None or reference.map50_95 is None or row.map50_95 is None:
         return "-"
-    return f"{100 * (reference.map50_95 - row.map50_95):.2f}"
+    text = f"{100 * (reference.map50_95 - row.map50_95):.2f}"
+    if row is reference or not row.drop_interval:
+        return text
+    low, high = row.drop_interval
+    significant = low is not None and high is not None and (low > 0 or high < 0)
+    return text + _span(row.drop_interval, compact) + ("*" if significant else "")
 
 
 def _ms(value: float | None) -> str:
@@ -229,10 +265,11 @@ def report_markdown(report: Report) -> str:
     lines = [
         "# yoloq report",
         "",
-        f"Created {report.created}. mAP in points (x100); drop: points lost against the "
-        "first fp32 row of the same backend (fp16 for TensorRT); ms: median latency per "
-        "batch size; x float: "
-        "latency ratio to that row.",
+        f"Created {report.created}. mAP in points (x100), measured on the report split"
+        f"{_splits_text(report.splits)}; drop: points lost against the "
+        "first fp32 row of the same backend (fp16 for TensorRT); [low, high]: paired "
+        "bootstrap 95% interval over the images, `*` where it excludes 0; ms: median "
+        "latency per batch size; x float: latency ratio to that row.",
         "",
         *([f"**{RANDOM_WEIGHTS_NOTE}**", ""] if report.random_weights else []),
         "| " + " | ".join(headers) + " |",
@@ -241,10 +278,34 @@ def report_markdown(report: Report) -> str:
         + "|",  # fmt: skip
     ]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    lines += _paired_markdown(report)
     lines += ["", "## Machine", ""]
     lines += [f"- {key}: {value}" for key, value in report.machine.items()]
     lines += ["", "## Config", "", "```json", json.dumps(report.config, indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _splits_text(splits: dict) -> str:
+    if not splits:
+        return ""
+    return (f" ({splits.get('report_images')} images; choices were made on "
+            f"{splits.get('select_images')} select images, {splits.get('origin')})")
+
+
+def _paired_markdown(report: Report) -> list[str]:
+    """Per quantized row: the drop per class and per object size, with intervals."""
+    lines = []
+    for key, paired in report.paired.items():
+        lines += ["", f"## Drops of {key} (points, paired bootstrap 95%, "
+                  f"{paired['resamples']} resamples)", "",
+                  "| part | float | quantized | drop | interval |", "|---|---:|---:|---:|---|"]
+        parts = [("all classes", paired["map50_95"]),
+                 *((f"class {name}", v) for name, v in paired["per_class"].items()),
+                 *((f"{area} objects", v) for area, v in paired["by_area"].items())]
+        for name, value in parts:
+            lines.append(f"| {name} | {_points(value['a'])} | {_points(value['b'])} | "
+                         f"{_points(value['drop'])} |{_span(value['drop_interval'])} |")
+    return lines
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
@@ -253,10 +314,10 @@ def print_report(report: Report, console: Console | None = None) -> None:
     One short label per row (backend, precision, profile) keeps it within 80 columns;
     the model names go into the title, and the notes column only appears when used.
     """
-    headers, rows = table_cells(report)
+    headers, rows = table_cells(report, compact=True)
     models = ", ".join(dict.fromkeys(row[0] for row in rows))
-    table = Table(title=f"{models}: mAP in points; drop and latency ratio vs fp32 of the "
-                  "same backend", caption=RANDOM_WEIGHTS_NOTE if report.random_weights else None,
+    table = Table(title=f"{models}: mAP in points; drop [95% interval, * excludes 0] and "
+                  "latency ratio vs fp32 of the same backend", caption=RANDOM_WEIGHTS_NOTE if report.random_weights else None,
                   caption_style="bold yellow")
     table.add_column("run")
     for header in headers[4:-1]:

@@ -36,7 +36,9 @@ from yoloq.files import write_text_atomic
 from yoloq.quant import QuantMode, TensorQuantizer, disable_quantization
 from yoloq.quant.calibrate import set_submodule
 
-SCHEMA_VERSION = 1
+# 2: scores, references and the search are measured on the select split, and the
+# search's outcome on the report split is kept beside them.
+SCHEMA_VERSION = 2
 # error(model, images, float outputs) -> (summed error, how many values it sums) per output
 ErrorFunction = Callable[[nn.Module, torch.Tensor, object], Iterable[tuple[float, int]]]
 # regroup([[site, ...], ...]) -> the amax each group of call sites calibrates to on its own
@@ -194,6 +196,9 @@ class ResultsStore:
                      "scores": {}}
         if self.path.is_file():
             saved = read_results(self.path)
+            if saved.get("schema_version", 1) < SCHEMA_VERSION:
+                raise YoloqError(f"{self.path} was written by an older yoloq, which scored on "
+                                 "other images; use another --out to start over")
             if saved.get("settings") != settings:
                 raise YoloqError(f"{self.path} was computed with other settings "
                                  f"({saved.get('settings')}); use another --out to start over")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from yoloq import __version__
 from yoloq.cli import (
@@ -50,10 +51,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except (YoloqError, OSError) as error:  # OSError: the disk's word on a path (full, denied)
         print(f"yoloq: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("yoloq: interrupted", file=sys.stderr)
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, as errors are: what happened, not where in yoloq's code."""
+    print(f"yoloq: warning: {message}", file=file or sys.stderr)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from yoloq.errors import YoloqError
-from yoloq.quant import METHODS, PROFILES
+from yoloq.quant import PROFILES
 from yoloq.report import print_report
+from yoloq.workflows.config import CALIBRATION_CHOICES
 from yoloq.workflows.ptq import PtqConfig, read_ignore_file, run_ptq
 
 EPILOG = """examples:
@@ -27,9 +28,11 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "ptq", help="quantize, calibrate, evaluate and export a model (post-training)",
         description="Post-training quantization: load and fuse the model, insert quantizers "
-        "(the detection head stays float), calibrate on training images, evaluate float and "
-        "INT8 mAP on the same val images, save ptq.pt, export ONNX with Q/DQ for the chosen "
-        "runtime, evaluate and time it in ONNX Runtime, and write the report.",
+        "(the detection head stays float unless --quantize-head), calibrate on training images, "
+        "evaluate float and INT8 mAP on the same report images (the data YAML's val split; "
+        "choices look only at its select split) with paired bootstrap intervals, save ptq.pt, "
+        "export ONNX with Q/DQ for the chosen runtime, evaluate and time it in ONNX Runtime, "
+        "and write the report.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     # Defaults are None so that values from --config are only overridden when given.
     parser.add_argument("--weights", help="checkpoint (.pt), architecture name, or 'demo'")
@@ -40,7 +43,9 @@ def register(subparsers) -> None:
     parser.add_argument("--profile", choices=PROFILES,
                         help="trt: Q/DQ on layer inputs, int8 (TensorRT); ort: every tensor, "
                         "uint8 activations (ONNX Runtime CPU). Default trt")
-    parser.add_argument("--method", choices=METHODS, help="calibration method (default mse)")
+    parser.add_argument("--method", choices=CALIBRATION_CHOICES,
+                        help="calibration method (default mse); auto: calibrate with each "
+                        "from one pass of histograms and keep the best on the select split")
     parser.add_argument("--percentile", type=float, help="for --method percentile (99.99)")
     parser.add_argument("--calib-images", type=int, help="calibration images (default 256)")
     parser.add_argument("--batch", type=int, help="batch size (default 8)")
@@ -72,6 +77,14 @@ def add_placement_options(parser, scope: str = "") -> None:
     parser.add_argument("--no-rules", dest="rules", action="store_false", default=None,
                         help=f"{scope}trt profile: do not tie the scales around Concat/MaxPool "
                         "and leave residual adds unquantized (for comparison)")
+    add_head_option(parser, scope)
+
+
+def add_head_option(parser, scope: str = "") -> None:
+    parser.add_argument("--quantize-head", action="store_true", default=None,
+                        help=f"{scope}quantize the detection head's convolutions too (Model "
+                        "Optimizer's and NNCF's default; harder on accuracy); the box decode "
+                        "stays float. Default: the head stays float")
 
 
 def given_ignores(args) -> list[str]:
@@ -85,7 +98,7 @@ def given_ignores(args) -> list[str]:
 # Command-line options that map one to one onto PtqConfig fields.
 _FIELDS = ("weights", "data", "out", "profile", "method", "percentile", "calib_images", "batch",
            "img", "weight_bits", "val_images", "device", "workers", "seed", "on_bad_data",
-           "rules", "trt")
+           "rules", "quantize_head", "trt")
 
 
 def build_config(args):

@@ -6,9 +6,9 @@ import argparse
 
 from yoloq.cli.ptq import add_placement_options, given_ignores
 from yoloq.errors import YoloqError
-from yoloq.quant import METHODS, PROFILES
+from yoloq.quant import PROFILES
 from yoloq.report import print_report
-from yoloq.workflows.config import QatConfig
+from yoloq.workflows.config import CALIBRATION_CHOICES, QatConfig
 from yoloq.workflows.qat import resume_qat, run_qat
 
 EPILOG = """examples:
@@ -67,7 +67,8 @@ def register(subparsers) -> None:
         "on the labels; both: their sum",
     )
     parser.add_argument("--profile", choices=PROFILES, help="PTQ profile (default trt)")
-    parser.add_argument("--method", choices=METHODS, help="PTQ calibration method (default mse)")
+    parser.add_argument("--method", choices=CALIBRATION_CHOICES,
+                        help="PTQ calibration method (default mse; auto: best on select)")
     parser.add_argument("--calib-images", type=int, help="PTQ calibration images (256)")
     add_placement_options(parser, scope="PTQ: ")
     parser.add_argument("--batch", type=int, help="batch size per process (default 8)")
@@ -100,6 +101,7 @@ _FIELDS = (
     "calib_images",
     "weight_bits",
     "rules",
+    "quantize_head",
     "batch",
     "img",
     "val_images",

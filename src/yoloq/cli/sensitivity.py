@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from yoloq.cli.ptq import add_head_option
 from yoloq.console import console
 from yoloq.workflows.config import check_output_dir
 from yoloq.workflows.sensitivity import SensitivityConfig, run_sensitivity
@@ -47,6 +48,7 @@ def register(subparsers) -> None:
     parser.add_argument("--profile", choices=("trt", "ort"), default="trt")
     parser.add_argument("--method", default="mse", help="calibration method for the PTQ")
     parser.add_argument("--calib-images", type=int, default=256)
+    add_head_option(parser)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--img", type=int, help="input size (default: the model's)")
     parser.add_argument("--device", default="cpu")
@@ -59,7 +61,8 @@ def run(args) -> int:
     fields = ("weights", "data", "out", "ptq", "mode", "granularity", "inverse", "val_images",
               "proxy_batches", "target_drop", "max_layers", "top", "profile", "method",
               "calib_images", "batch", "img", "device", "workers")
-    config = SensitivityConfig(**{name: getattr(args, name) for name in fields})
+    config = SensitivityConfig(**{name: getattr(args, name) for name in fields},
+                               quantize_head=bool(args.quantize_head))
     check_output_dir(Path(config.out), exist_ok=True)  # a rerun resumes in its folder
     result = run_sensitivity(config)
     console.print(sensitivity_table(result.ranking, config.mode))

@@ -10,7 +10,9 @@ import yaml
 from yoloq.data.demo import DEMO, demo_data
 from yoloq.errors import YoloqError
 
-SPLITS = ("train", "val", "test")
+# `select`: images that choices are made on (a method, a layer to keep float, an epoch),
+# held apart from `val`, which every reported number is measured on.
+SPLITS = ("train", "val", "select", "test")
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ class ImageSet:
     backgrounds: int = 0
     labels_read: int = 0  # label files parsed in this run; the rest came from the cache
     sources: tuple[Path, ...] = ()  # the folders / list files read, for error messages
+    role: str | None = None  # "select" or "report" (yoloq.data.splits), None otherwise
 
     def __len__(self) -> int:
         return len(self.records)

@@ -65,6 +65,7 @@ class LetterboxDataset(Dataset):
         self.records, self.names, self.img_size = list(records), tuple(names), img_size
         self.shapes = [tuple(int(v) for v in shape) for shape in shapes]
         self.augment, self.seed, self.epoch = augment, seed, 0
+        self.role: str | None = None  # the ImageSet's (yoloq.data.splits)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -137,6 +138,7 @@ def create_val_loader(
     else:
         shapes = [(img_size, img_size)] * len(records)
     dataset = LetterboxDataset(records, image_set.names, img_size, shapes)
+    dataset.role = image_set.role  # select or report: what a choice may look at
     return _loader(dataset, batch_size, workers, shuffle=False)
 
 

@@ -37,7 +37,9 @@ from yoloq.errors import YoloqError
 
 GENERATOR_VERSION = 1
 MANIFEST_NAME = "synthetic.json"
-SPLITS = ("train", "val")
+# The report split draws its images from seeds of its own (spawn key 2), so adding it
+# leaves every train and val image as it was.
+SPLITS = ("train", "val", "report")
 IMAGE_SUFFIX = ".jpg"
 JPEG_QUALITY = 90
 MIN_VISIBLE_FRACTION = 0.35  # labelled only if at most 65% of the shape is hidden
@@ -56,9 +58,10 @@ class SyntheticConfig:
     val_images: int = 500
     size: int = 320
     seed: int = 0
+    report_images: int = 0
 
     def __post_init__(self):
-        if self.train_images < 0 or self.val_images < 0:
+        if min(self.train_images, self.val_images, self.report_images) < 0:
             raise ValueError("image counts must be >= 0")
         if self.size < 64:
             raise ValueError(f"size must be >= 64 px, got {self.size}")
@@ -66,7 +69,8 @@ class SyntheticConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 
     def count(self, split: str) -> int:
-        return self.train_images if split == "train" else self.val_images
+        return {"train": self.train_images, "val": self.val_images,
+                "report": self.report_images}[split]
 
 
 @dataclass(frozen=True)
@@ -456,10 +460,17 @@ def _claim_root(root: Path, config: SyntheticConfig):
         (root / "labels" / split).mkdir(parents=True)
 
 
-def _write_data_yaml(root: Path) -> Path:
-    """Write data.yaml, with the absolute root as `path`, unless it is already so."""
-    data = {"path": str(root.resolve()), "train": "images/train", "val": "images/val",
-            "nc": len(CLASS_NAMES), "names": list(CLASS_NAMES)}  # fmt: skip
+def _write_data_yaml(root: Path, config: SyntheticConfig) -> Path:
+    """Write data.yaml, with the absolute root as `path`, unless it is already so.
+
+    With report images, the val images become the `select` split (what choices are made
+    on) and the report images the `val` split (what every number is measured on)."""
+    data = {"path": str(root.resolve()), "train": "images/train"}
+    if config.report_images:
+        data.update({"select": "images/val", "val": "images/report"})
+    else:
+        data["val"] = "images/val"
+    data.update({"nc": len(CLASS_NAMES), "names": list(CLASS_NAMES)})
     path, text = root / "data.yaml", yaml.safe_dump(data, sort_keys=False)
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)
@@ -474,11 +485,12 @@ def generate_dataset(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    report_images: int = 0,
 ) -> Path:
     """Write the synthetic dataset under `out` (images/, labels/, data.yaml,
     synthetic.json) and return the path of data.yaml. The bytes depend on the seed and
     sizes only, not on `workers` (default: all CPU cores)."""
-    config = SyntheticConfig(train_images, val_images, size, seed)
+    config = SyntheticConfig(train_images, val_images, size, seed, report_images)
     root = Path(out)
     _claim_root(root, config)
     tasks = [(root, s, i, size, seed) for s in SPLITS for i in range(config.count(s))]
@@ -492,7 +504,7 @@ def generate_dataset(
             done = pool.imap_unordered(_write_sample, tasks, chunksize=8)
             for _ in track(done, total=len(tasks), description=label, disable=not progress):
                 pass
-    yaml_path = _write_data_yaml(root)
+    yaml_path = _write_data_yaml(root, config)
     _write_manifest(root, _manifest(config, complete=True))  # last: marks it finished
     return yaml_path
 
@@ -505,14 +517,16 @@ def ensure_dataset(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    report_images: int = 0,
 ) -> Path:
     """The data.yaml of the synthetic dataset under `root`, generated only if `root`
     does not already hold a complete one made with these parameters by this version.
 
     Example: `data_yaml = ensure_dataset("~/.cache/yoloq/synthetic", val_images=500)`.
     """
-    config = SyntheticConfig(train_images, val_images, size, seed)
+    config = SyntheticConfig(train_images, val_images, size, seed, report_images)
     root = Path(root).expanduser()
     if _read_manifest(root) == _manifest(config, complete=True):
-        return _write_data_yaml(root)  # rewritten only if the folder moved
-    return generate_dataset(root, train_images, val_images, size, seed, workers, progress)
+        return _write_data_yaml(root, config)  # rewritten only if the folder moved
+    return generate_dataset(root, train_images, val_images, size, seed, workers, progress,
+                            report_images)

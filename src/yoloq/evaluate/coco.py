@@ -22,6 +22,7 @@ from pycocotools.cocoeval import COCOeval
 
 from yoloq.data.letterbox import ImageMeta
 from yoloq.errors import YoloqError
+from yoloq.evaluate.bootstrap import Matches, matches_from_cocoeval
 from yoloq.evaluate.boxes import yolo_to_coco_boxes
 
 # COCO's 80 training classes -> the 91 category ids of instances_*.json.
@@ -58,6 +59,7 @@ class CocoMetrics:
     per_class_instances: tuple[int, ...]
     images: int
     detections: int
+    matches: Matches | None = None  # per-image matches, for bootstrap intervals
 
     @property
     def map50_95(self) -> float:
@@ -177,6 +179,7 @@ class CocoEvaluator:
             ),
             images=len(image_ids),
             detections=len(detections.dataset["annotations"]),
+            matches=matches_from_cocoeval(evaluator),
         )
 
     def _ground_truth(self) -> COCO:

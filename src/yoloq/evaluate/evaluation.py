@@ -6,7 +6,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ import torch
 
 from yoloq.console import progress as progress_bar
 from yoloq.errors import YoloqError
+from yoloq.evaluate.bootstrap import Matches
 from yoloq.evaluate.boxes import to_original
 from yoloq.evaluate.coco import CocoEvaluator
 from yoloq.evaluate.nms import non_max_suppression
@@ -37,10 +38,14 @@ class EvalResult:
     data_seconds: float  # waiting for the loader
     stats: list[float] = field(default_factory=list)  # COCOeval's 12 numbers
     settings: dict = field(default_factory=dict)
+    # COCOeval's per-image matches (yoloq.evaluate.bootstrap), in memory only: what paired
+    # intervals against another evaluation of the same images are computed from.
+    matches: Matches | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict (nan -> None)."""
-        return _nan_to_none(asdict(self))
+        """A JSON-ready dict (nan -> None), without the matches."""
+        return _nan_to_none({f.name: getattr(self, f.name) for f in fields(self)
+                             if f.name != "matches"})
 
     @classmethod
     def from_dict(cls, data: dict) -> EvalResult:
@@ -110,6 +115,7 @@ def evaluate(
         data_seconds=timers["data"],
         stats=list(metrics.stats),
         settings={"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det},
+        matches=metrics.matches,
     )
 
 

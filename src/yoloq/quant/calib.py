@@ -116,8 +116,10 @@ class HistogramCalibrator:
         return counts, edges
 
     def compute_amax(self, method: str = "entropy", percentile: float = 99.99) -> torch.Tensor:
-        """amax by `method` ("entropy", "mse" or "percentile"), as a scalar tensor on the
-        histogram's device."""
+        """amax by `method` ("entropy", "mse" or "percentile"; "max" gives the largest |x|
+        seen, what a MaxCalibrator gives), as a scalar tensor on the histogram's device."""
+        if method == "max" and self._hist is not None:
+            return torch.tensor(self._max_seen, dtype=torch.float32, device=self._hist.device)
         if method not in HISTOGRAM_METHODS:
             raise ValueError(f"unknown histogram method {method!r}; use one of {HISTOGRAM_METHODS}")
         if self._hist is None:

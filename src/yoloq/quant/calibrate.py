@@ -36,6 +36,8 @@ class CalibrationRun:
     quantizers: int
     collect_seconds: float
     amax_seconds: float
+    # Where a method was chosen among several: each one's score (higher is better).
+    selection: dict[str, float] | None = None
 
     @property
     def seconds(self) -> float:
@@ -75,6 +77,50 @@ def calibrate(
             quantizer.set_amax(_amax_of(quantizer.calibrator, method, percentile, quantizer.name))
     return CalibrationRun(method, batches, images, len(targets), collected - started,
                           time.perf_counter() - collected)
+
+
+@dataclass
+class MethodAmaxes:
+    """Every method's amax for every calibrated quantizer, from one pass over the data
+    (`calibrate_each`); `apply(method)` gives the model that method's calibration."""
+
+    quantizers: list[TensorQuantizer]
+    amax: dict[str, list[torch.Tensor]]
+    run: CalibrationRun
+
+    def apply(self, method: str) -> None:
+        for quantizer, amax in zip(self.quantizers, self.amax[method], strict=True):
+            quantizer.set_amax(amax)
+
+
+def calibrate_each(
+    model: nn.Module,
+    data: CalibrationData,
+    methods: Sequence[str] = METHODS,
+    percentile: float = 99.99,
+    num_batches: int | None = None,
+    show_progress: bool = True,
+) -> MethodAmaxes:
+    """Collect histograms once and compute the amax of every method in `methods` from
+    them: what `calibrate` with each method gives, at the cost of one. The model is left
+    with the first method's amax."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown calibration methods {unknown}; use some of {METHODS}")
+    targets = [q for _, q in iter_quantizers(model) if q.enabled]
+    with _calibration_mode(model, targets, "entropy"):  # histograms (max for weights)
+        started = time.perf_counter()
+        batches, images = _run_data(model, data, num_batches, show_progress)
+        if batches == 0 and not callable(data):
+            raise ValueError("calibration data produced no batches")
+        collected = time.perf_counter()
+        amax = {method: [_amax_of(q.calibrator, method, percentile, q.name) for q in targets]
+                for method in methods}
+    run = CalibrationRun("+".join(methods), batches, images, len(targets),
+                         collected - started, time.perf_counter() - collected)
+    result = MethodAmaxes(targets, amax, run)
+    result.apply(methods[0])
+    return result
 
 
 def _make_calibrator(quantizer: TensorQuantizer, method: str):

@@ -20,6 +20,10 @@ from yoloq.files import write_text_atomic
 from yoloq.quant import METHODS, PROFILES
 
 CONFIG_FILE = "config.yaml"
+# --method auto: every method calibrated from the same histograms, the one with the best
+# mAP on the select images kept.
+AUTO = "auto"
+CALIBRATION_CHOICES = (*METHODS, AUTO)
 
 
 class YamlConfig:
@@ -89,13 +93,15 @@ class PtqConfig(YamlConfig):
     on_bad_data: str = "error"
     opset: int = 13
     rules: bool = True  # trt profile: tie the scales TensorRT needs equal (Concat, MaxPool)
+    # Quantize the detection head's convolutions too (Model Optimizer's and NNCF's default);
+    # the box decode after them stays float either way.
+    quantize_head: bool = False
     trt: bool = False  # also build, evaluate and time TensorRT engines (FP16 and INT8)
 
     def __post_init__(self):
         object.__setattr__(self, "ignore", tuple(self.ignore))
         object.__setattr__(self, "bench_batches", tuple(int(b) for b in self.bench_batches))
-        if self.method not in METHODS:
-            raise YoloqError(f"unknown calibration method {self.method!r}; use one of {METHODS}")
+        check_method(self.method)
         if self.profile not in PROFILES:
             raise YoloqError(f"unknown profile {self.profile!r}; use one of {PROFILES}")
         if self.profile == "trt" and self.weight_bits != 8:
@@ -108,6 +114,12 @@ class PtqConfig(YamlConfig):
                 re.compile(pattern)
             except re.error as error:
                 raise YoloqError(f"--ignore {pattern!r} is not a valid regex: {error}") from None
+
+
+def check_method(method: str) -> None:
+    if method not in CALIBRATION_CHOICES:
+        raise YoloqError(f"unknown calibration method {method!r}; use one of "
+                         f"{', '.join(CALIBRATION_CHOICES)}")
 
 
 def check_trt_profile(trt: bool, profile: str) -> None:
@@ -195,6 +207,7 @@ class QatConfig(YamlConfig):
     ignore: tuple[str, ...] = ()
     weight_bits: int | None = None
     rules: bool | None = None
+    quantize_head: bool = False
     val_images: int | None = None  # None: the whole val split
     bench_batches: tuple[int, ...] = (1, 8)  # () skips timing
     device: str = "cpu"
@@ -207,8 +220,7 @@ class QatConfig(YamlConfig):
     def __post_init__(self):
         object.__setattr__(self, "bench_batches", tuple(int(b) for b in self.bench_batches))
         object.__setattr__(self, "ignore", tuple(self.ignore))
-        if self.method not in METHODS:
-            raise YoloqError(f"unknown calibration method {self.method!r}; use one of {METHODS}")
+        check_method(self.method)
         check_trt_profile(self.trt, self.profile)
         if self.epochs <= 0 or self.iters <= 0 or self.batch <= 0:
             raise YoloqError("--epochs, --iters and --batch must be positive")
@@ -231,6 +243,7 @@ class QatConfig(YamlConfig):
         return PtqConfig(
             **{name: value for name, value in unset.items() if value is not None},
             ignore=self.ignore,
+            quantize_head=self.quantize_head,
             weights=self.weights,
             data=self.data,
             out=self.out,

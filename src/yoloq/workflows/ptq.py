@@ -1,9 +1,9 @@
 """Post-training quantization of a YOLO detector, end to end.
 
-load -> fuse -> insert quantizers (head kept float) -> calibrate -> evaluate float
-and INT8 on the same images -> save `ptq.pt` -> export ONNX -> evaluate and time it
-in ONNX Runtime (and, with --trt, as TensorRT engines) against the float export ->
-report.
+load -> fuse -> insert quantizers (head kept float unless quantize_head) -> calibrate ->
+evaluate float and INT8 on the same report images, with paired intervals -> save `ptq.pt`
+-> export ONNX -> evaluate and time it in ONNX Runtime (and, with --trt, as TensorRT
+engines) against the float export -> report.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from yoloq.workflows.steps import (
     quantize_and_calibrate,
     save_checkpoint,
     torch_row,
+    with_intervals,
 )
 
 __all__ = ["PtqConfig", "PtqResult", "read_ignore_file", "run_ptq"]
@@ -69,8 +70,13 @@ def run_ptq(config: PtqConfig, exist_ok: bool = False) -> PtqResult:
                        float_onnx, onnx_run.evals[0], onnx_run.bench,
                        tensorrt_rows=[row for other in runs[1:] for row in other.rows])
     weights = Path(config.weights).name
-    rows = [torch_row(weights, float_eval), torch_row(weights, ptq_eval, config.profile),
-            *(row for deployment in runs for row in deployment.rows)]
-    result.report = Report(rows=rows, config=config.to_dict())
+    torch_rows, paired = with_intervals(
+        [torch_row(weights, float_eval), torch_row(weights, ptq_eval, config.profile)],
+        [float_eval, ptq_eval], space.names)
+    rows = [*torch_rows, *(row for deployment in runs for row in deployment.rows)]
+    for deployment in runs:
+        paired.update(deployment.paired)
+    result.report = Report(rows=rows, config=config.to_dict(), splits=space.splits,
+                           paired=paired)
     result.report.save(out)
     return result

@@ -29,7 +29,9 @@ import torch
 import torch.nn as nn
 
 from yoloq.console import console
+from yoloq.data.splits import SELECT
 from yoloq.errors import YoloqError
+from yoloq.evaluate import EvalResult
 from yoloq.models.native import read_native, require_native
 from yoloq.models.quantized import QUANTIZED_FORMAT, head_ignores, load_quantized, save_quantized
 from yoloq.quant import QuantConfig, QuantModule
@@ -45,9 +47,10 @@ from yoloq.workflows.steps import (
     map_fields,
     prepare,
     quantize_and_calibrate,
-    reference_maps,
+    reference_evals,
     save_checkpoint,
     torch_row,
+    with_intervals,
 )
 from yoloq.workflows.training.distributed import (
     Distributed,
@@ -161,9 +164,11 @@ def _run(
         )
     trainer = build_trainer(student, config, context, space.img_size, last)
     state = QatState(**last["qat"]["state"]) if last else QatState(reference=reference or {})
+    measured: dict[str, EvalResult] = {}  # this process's report evaluations, for intervals
     if context.main and not state.reference:
-        state.reference = reference_maps(space.float_model, trainer.student, space,
-                                         str(trainer.device))
+        measured = reference_evals(space.float_model, trainer.student, space,
+                                   str(trainer.device))
+        state.reference = {key: map_fields(result) for key, result in measured.items()}
     loader = create_qat_loader(config, space, context)
     if context.main:
         console.print(
@@ -175,7 +180,7 @@ def _run(
         record = _epoch(trainer, loader, epoch, space, source, state, context)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
-    return _finish(trainer, space, source, state, context) if context.main else None
+    return _finish(trainer, space, source, state, context, measured) if context.main else None
 
 
 def _ptq_source(config: QatConfig, space: Workspace, out: Path, context: Distributed) -> _Source:
@@ -214,17 +219,19 @@ def ptq_option_mismatches(config: QatConfig, source: _Source) -> list[str]:
     if config.rules is not None and source.profile == "trt" and config.rules != tied:
         problems.append("--no-rules, but the checkpoint's scales are tied for TensorRT" if tied
                         else "the TensorRT rules, but the checkpoint was made with --no-rules")
-    if config.ignore:
-        problems += _float_layer_mismatch(config.ignore, source)
+    if config.ignore or config.quantize_head:
+        problems += _float_layer_mismatch(config.ignore, config.quantize_head, source)
     return problems
 
 
-def _float_layer_mismatch(ignore: tuple[str, ...], source: _Source) -> list[str]:
-    """Modules that `ignore` (with the head, which PTQ always keeps float) would keep
-    float but the checkpoint quantizes, and the other way round."""
+def _float_layer_mismatch(ignore: tuple[str, ...], quantize_head: bool,
+                          source: _Source) -> list[str]:
+    """Modules that `ignore` (with the head, unless --quantize-head) would keep float but
+    the checkpoint quantizes, and the other way round."""
     model = source.model()
     recorded = [re.compile(p) for p in source.payload["quant_config"].get("ignore", [])]
-    wanted = [re.compile(p) for p in (*head_ignores(model), *ignore)]
+    head = [] if quantize_head else head_ignores(model)
+    wanted = [re.compile(p) for p in (*head, *ignore)]
     quantizable = [path for path, module in model.named_modules()
                    if isinstance(module, QuantModule) or any(r.match(path) for r in recorded)]
     kept = {path for path in quantizable if any(r.match(path) for r in recorded)}
@@ -259,11 +266,13 @@ def _epoch(
     state.train_seconds += time.perf_counter() - started
     state.epoch = epoch
     if context.main:
-        record.update(map_fields(evaluate_model(trainer.student, space, str(trainer.device))))
+        # The best epoch is a choice: it is made on the select images, never on report.
+        chosen_on = evaluate_model(trainer.student, space, str(trainer.device), SELECT)
+        record.update({f"select_{key}": value for key, value in map_fields(chosen_on).items()})
         record["seconds"] = round(state.train_seconds, 1)
         state.history.append(record)
-        if record["map50_95"] > state.best_map:
-            state.best_map, state.best_epoch = record["map50_95"], epoch
+        if record["select_map50_95"] > state.best_map:
+            state.best_map, state.best_epoch = record["select_map50_95"], epoch
             _save(trainer, source, space, BEST_FILE, {"epoch": epoch, "record": record})
         _save(
             trainer,
@@ -278,7 +287,7 @@ def _epoch(
         )
         console.print(
             f"epoch {epoch + 1}/{trainer.config.epochs}: loss {record['loss']:.4g}, "
-            f"lr {record['lr']:.1e}, mAP@.5:.95 {100 * record['map50_95']:.2f} "
+            f"lr {record['lr']:.1e}, select mAP@.5:.95 {100 * record['select_map50_95']:.2f} "
             f"(best {100 * state.best_map:.2f}, epoch {state.best_epoch + 1})"
         )
     context.barrier()
@@ -306,11 +315,16 @@ def _rank() -> int:
 
 
 def _finish(
-    trainer: Trainer, space: Workspace, source: _Source, state: QatState, context: Distributed
+    trainer: Trainer, space: Workspace, source: _Source, state: QatState, context: Distributed,
+    measured: dict[str, EvalResult],
 ) -> QatResult:
     """Export the best model, evaluate and time it on every backend, write the report."""
     config, out = trainer.config, Path(trainer.config.out)
     best = load_quantized(out / BEST_FILE).to(context.device)
+    if set(measured) != {"float", "ptq"}:  # a resumed run: its first process measured them
+        measured = reference_evals(space.float_model, source.model().to(context.device), space,
+                                   str(context.device))
+    measured["qat"] = evaluate_model(best, space, str(context.device))
     export_config = PtqConfig(
         **{**config.ptq_config().to_dict(), "profile": source.profile, "weight_bits": 8}
     )
@@ -323,8 +337,9 @@ def _finish(
                config.opset)
         for backend in deploy_backends(config.trt)
     ]
-    report = write_qat_report(config, state, source,
-                              [row for deployment in deployments for row in deployment.rows])
+    report = write_qat_report(config, state, source, measured, space,
+                              [row for deployment in deployments for row in deployment.rows],
+                              [deployment.paired for deployment in deployments])
     return QatResult(out, state, out / BEST_FILE, out / LAST_FILE, onnx_path, report)
 
 
@@ -333,24 +348,27 @@ def qat_note(config: QatConfig, state: QatState) -> str:
 
 
 def write_qat_report(config: QatConfig, state: QatState, source: _Source,
-                     deployed_rows: list) -> Report:
+                     measured: dict[str, EvalResult], space: Workspace, deployed_rows: list,
+                     deployed_paired: list[dict]) -> Report:
     """report.json / report.md: float, PTQ and QAT in torch, then the float and QAT
-    exports on every backend (ONNX Runtime; with --trt the FP16 and INT8 engines)."""
-    reference = state.reference
-    best = state.history[[h["epoch"] for h in state.history].index(state.best_epoch)]
-    rows = [
-        torch_row(Path(config.weights).name, reference["float"], notes="float"),
-        torch_row(source.path.name, reference["ptq"], source.profile, notes="PTQ"),
-        torch_row(BEST_FILE, best, source.profile, notes=qat_note(config, state)),
-        *deployed_rows,
-    ]
+    exports on every backend (ONNX Runtime; with --trt the FP16 and INT8 engines); every
+    mAP on the report images, the best epoch chosen on the select images."""
+    torch_rows, paired = with_intervals(
+        [torch_row(Path(config.weights).name, measured["float"], notes="float"),
+         torch_row(source.path.name, measured["ptq"], source.profile, notes="PTQ"),
+         torch_row(BEST_FILE, measured["qat"], source.profile, notes=qat_note(config, state))],
+        [measured["float"], measured["ptq"], measured["qat"]], space.names)
+    for more in deployed_paired:
+        paired.update(more)
     report = Report(
-        rows=rows,
+        rows=[*torch_rows, *deployed_rows],
         config={
             **config.to_dict(),
             "train_seconds": round(state.train_seconds, 1),
             "history": state.history,
         },
+        splits=space.splits,
+        paired=paired,
     )
     report.save(config.out)
     return report

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from yoloq.console import console
+from yoloq.data.splits import SELECT
 from yoloq.errors import YoloqError
 from yoloq.models.native import read_native
 from yoloq.models.quantized import QUANTIZED_FORMAT, load_quantized
@@ -28,7 +29,7 @@ from yoloq.models.sensitivity import (
     ignore_patterns,
     yolo_units,
 )
-from yoloq.quant import METHODS, PROFILES
+from yoloq.quant import PROFILES
 from yoloq.runtime.backends import get_backend
 from yoloq.runtime.bench import BenchResult
 from yoloq.sensitivity import (
@@ -39,18 +40,21 @@ from yoloq.sensitivity import (
     score_units,
     search_fallback,
 )
-from yoloq.workflows.config import PtqConfig
+from yoloq.workflows.config import PtqConfig, check_method
 from yoloq.workflows.steps import (
     RESULTS_FILE,
     Workspace,
     evaluate_model,
     export_pair,
+    map_fields,
+    paired_intervals,
     plot_sensitivity,
     prepare,
     proxy_scores,
     quantize_and_calibrate,
     reference_maps,
     regroup_for,
+    select_map,
 )
 
 MODES = ("map", "proxy")
@@ -78,10 +82,10 @@ class SensitivityConfig:
     device: str = "cpu"
     workers: int = 2
     seed: int = 0
+    quantize_head: bool = False  # the detection head's convolutions quantized too
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise YoloqError(f"unknown calibration method {self.method!r}; use one of {METHODS}")
+        check_method(self.method)
         if self.profile not in PROFILES:
             raise YoloqError(f"unknown profile {self.profile!r}; use one of {PROFILES}")
         if self.mode not in MODES:
@@ -111,12 +115,12 @@ def run_sensitivity(config: SensitivityConfig) -> SensitivityRun:
     space = prepare(ptq_config)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(out / RESULTS_FILE, config.settings())
-    model = _quantized_model(config, ptq_config, space)
-    regroup = regroup_for(model, space, ptq_config.method, ptq_config.percentile)
+    model, method = _quantized_model(config, ptq_config, space)
+    regroup = regroup_for(model, space, method, ptq_config.percentile)
     units = yolo_units(model, config.granularity, regroup)
 
     def map_now() -> float:
-        return evaluate_model(model, space, config.device).map50_95
+        return select_map(model, space, "the sensitivity ranking and search", config.device)
 
     reference = _reference(store, model, space, config)
     if config.mode == "proxy":
@@ -133,6 +137,9 @@ def run_sensitivity(config: SensitivityConfig) -> SensitivityRun:
             done_steps=reference.get("search_steps", ()),
             on_step=lambda history: store.record("search_steps", history, "reference"))
         store.record("search", _search_summary(run.search), section="reference")
+        if "report" not in store.reference:
+            store.record("report", _report_maps(model, units, run.search, space, config),
+                         section="reference")
         run.latency = _fallback_latency(model, units, run.search, space, ptq_config, out)
     _write_outputs(run, config, out)
     return run
@@ -155,17 +162,19 @@ def _ptq_config(config: SensitivityConfig) -> PtqConfig:
                       f"{settings['method']} calibration on {settings['calib_images']} images "
                       "(from its record; --profile, --method and --calib-images do not apply)")
     return PtqConfig(weights=config.weights, data=config.data, out=config.out,
+                     quantize_head=config.quantize_head,
                      batch=config.batch, img=config.img, val_images=config.val_images,
                      device=config.device, workers=config.workers, seed=config.seed,
                      **settings)
 
 
 def _quantized_model(config: SensitivityConfig, ptq_config: PtqConfig,
-                     space: Workspace) -> nn.Module:
+                     space: Workspace) -> tuple[nn.Module, str]:
+    """The model to analyse and its calibration method (--method auto's choice)."""
     if config.ptq:
-        return load_quantized(config.ptq).to(config.device)
-    model, *_ = quantize_and_calibrate(space, ptq_config)
-    return model
+        return load_quantized(config.ptq).to(config.device), ptq_config.method
+    model, _, _, run = quantize_and_calibrate(space, ptq_config)
+    return model, run.method
 
 
 def _reference(store: ResultsStore, model: nn.Module, space: Workspace,
@@ -174,10 +183,29 @@ def _reference(store: ResultsStore, model: nn.Module, space: Workspace,
     store (only map mode and the search need them)."""
     needs_map = config.mode == "map" or config.target_drop is not None
     if needs_map and "float" not in store.reference:
-        maps = reference_maps(space.float_model, model, space, config.device)
+        maps = reference_maps(space.float_model, model, space, config.device, SELECT)
         store.record("float", maps["float"]["map50_95"], section="reference")
         store.record("ptq", maps["ptq"]["map50_95"], section="reference")
     return store.reference
+
+
+def _report_maps(model: nn.Module, units: Units, search: SearchResult, space: Workspace,
+                 config: SensitivityConfig) -> dict:
+    """The search's outcome measured where it was not chosen: float, all-INT8 and the
+    mixed model on the report images, each drop with its paired bootstrap interval."""
+    float_eval = evaluate_model(space.float_model, space, config.device)
+    units.enable(search.fallback)
+    all_int8 = evaluate_model(model, space, config.device)
+    units.disable(search.fallback)
+    mixed = evaluate_model(model, space, config.device)
+    measured = {"float": map_fields(float_eval)}
+    for name, result in (("all_int8", all_int8), ("mixed", mixed)):
+        paired = paired_intervals(float_eval, result)
+        measured[name] = {**map_fields(result), "drop": paired.map50_95.drop,
+                          "drop_interval": list(paired.map50_95.drop_interval)}
+    console.print(f"on the report split: float {100 * float_eval.map50_95:.2f}, all-INT8 "
+                  f"{100 * all_int8.map50_95:.2f}, mixed {100 * mixed.map50_95:.2f}")
+    return {**measured, "splits": space.splits}
 
 
 def _search_summary(search: SearchResult) -> dict:

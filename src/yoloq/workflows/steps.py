@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,26 +20,30 @@ from rich.table import Table
 
 from yoloq.console import console
 from yoloq.data import create_calibration_loader, create_val_loader, load_data_config, load_split
+from yoloq.data.splits import REPORT, SELECT, load_eval_splits, require_select
 from yoloq.errors import YoloqError
 from yoloq.evaluate import EvalResult, evaluate
+from yoloq.evaluate.bootstrap import PairedIntervals, paired_bootstrap
 from yoloq.export import detector_metadata, export_detector
 from yoloq.models import load_model
 from yoloq.models.quantized import quantize_yolo, save_quantized
 from yoloq.models.sensitivity import detector_output_error
-from yoloq.quant import CalibrationRun, calibrate
-from yoloq.quant.calibrate import calibrate_groups
-from yoloq.report import ReportRow
+from yoloq.quant import METHODS, CalibrationRun, calibrate
+from yoloq.quant.calibrate import calibrate_each, calibrate_groups
+from yoloq.report import Report, ReportRow, reference_rows, row_key
 from yoloq.runtime.backends import get_backend
 from yoloq.runtime.bench import BenchResult
 from yoloq.runtime.ort import OrtModel
 from yoloq.runtime.predictor import Backend, DeployJob, DeployTarget, Predictor
 from yoloq.sensitivity import Regroup, ResultsStore, Units, output_error_measure, score_units
-from yoloq.workflows.config import PtqConfig
+from yoloq.workflows.config import AUTO, PtqConfig
 
 
 @dataclass
 class Workspace:
-    """What every stage needs: the float model, its input size, and the data loaders."""
+    """What every stage needs: the float model, its input size, and the data loaders:
+    calibration images from train, `select_loader` for every choice a workflow makes,
+    `val_loader` (the report split) for every number it reports."""
 
     float_model: torch.nn.Module
     img_size: int
@@ -47,6 +51,11 @@ class Workspace:
     names: list[str]
     val_loader: object
     calib_loader: object
+    select_loader: object = None
+    splits: dict = field(default_factory=dict)  # EvalSplits.to_dict(): sizes and origin
+
+    def loader(self, split: str):
+        return self.select_loader if split == SELECT else self.val_loader
 
 
 def prepare(config: PtqConfig) -> Workspace:
@@ -54,43 +63,68 @@ def prepare(config: PtqConfig) -> Workspace:
     data = load_data_config(config.data)
     if "val" not in data.splits:
         raise YoloqError(f"{config.data}: no 'val' split to evaluate on")
-    val_set = load_split(data, "val", on_bad_data=config.on_bad_data)
-    calib_split = "train" if "train" in data.splits else "val"
-    calib_set = load_split(data, calib_split, on_bad_data=config.on_bad_data)
+    if "train" not in data.splits:
+        raise YoloqError(f"{config.data}: no 'train' split to calibrate on (calibration never "
+                         "uses the images that results are chosen or measured on)")
     model = load_model(config.weights).fuse().float().eval().to(config.device)
+    splits = load_eval_splits(data, config.on_bad_data, config.seed, config.val_images)
+    calib_set = load_split(data, "train", on_bad_data=config.on_bad_data)
     if model.nc != data.nc:
         raise YoloqError(f"{config.weights} predicts {model.nc} classes; {config.data} has "
                          f"{data.nc}")
     model.names = list(data.names)
     stride = int(torch.as_tensor(model.stride).max())
     img_size = config.img or getattr(model, "img_size", None) or 640
-    if config.val_images is not None:
-        val_set = replace(val_set, records=val_set.records[: config.val_images])
-    val_loader = create_val_loader(val_set, img_size, config.batch, stride,
-                                   workers=config.workers)
+    select_loader, val_loader = (
+        create_val_loader(image_set, img_size, config.batch, stride, workers=config.workers)
+        for image_set in (splits.select, splits.report))
     calib_loader = create_calibration_loader(calib_set, config.calib_images, img_size,
                                              config.batch, stride, config.seed, config.workers)
-    return Workspace(model, img_size, stride, list(data.names), val_loader, calib_loader)
+    return Workspace(model, img_size, stride, list(data.names), val_loader, calib_loader,
+                     select_loader, splits.to_dict())
 
 
 def quantize_and_calibrate(space: Workspace, config: PtqConfig, show: bool = True):
     """A quantized, calibrated copy of the float model: (model, summary, resolved config, run)."""
     model = copy.deepcopy(space.float_model)
     model, summary, quant_config = quantize_yolo(model, config.profile, config.weight_bits,
-                                                 config.ignore, rules=config.rules)
+                                                 config.ignore, not config.quantize_head,
+                                                 rules=config.rules)
     if show:
         console.print(f"{config.profile} profile: {len(summary.quantized)} modules quantized, "
                       f"{len(summary.ignored_paths)} kept float")
-    run = calibrate(model, space.calib_loader, method=config.method,
-                    percentile=config.percentile)
+    if config.method == AUTO:
+        run = choose_method(model, space, config, show)
+    else:
+        run = calibrate(model, space.calib_loader, method=config.method,
+                        percentile=config.percentile)
     return model, summary, quant_config, run
+
+
+def choose_method(model: nn.Module, space: Workspace, config: PtqConfig,
+                  show: bool = True) -> CalibrationRun:
+    """--method auto: every method's amax from one pass of histograms, each scored by
+    mAP@.5:.95 on the select images; the model keeps the best (the first on a tie)."""
+    each = calibrate_each(model, space.calib_loader, METHODS, config.percentile)
+    scores = {}
+    for method in METHODS:
+        each.apply(method)
+        scores[method] = select_map(model, space, "--method auto", config.device)
+    best = max(METHODS, key=lambda method: scores[method])
+    each.apply(best)
+    if show:
+        console.print(f"--method auto chose {best}: select mAP@.5:.95 " + ", ".join(
+            f"{method} {100 * value:.2f}" for method, value in scores.items()))
+    return replace(each.run, method=best, selection=scores)
 
 
 def save_checkpoint(model, path: Path, config: PtqConfig, quant_config, space: Workspace,
                     run: CalibrationRun) -> Path:
+    calibration = {"method": run.method, "images": run.images, "seconds": round(run.seconds, 2)}
+    if run.selection:
+        calibration["select_map50_95"] = run.selection  # --method auto's scores
     return save_quantized(model, path, config.profile, quant_config, space.img_size,
-                          calibration={"method": run.method, "images": run.images,
-                                       "seconds": round(run.seconds, 2)})
+                          calibration=calibration)
 
 
 # --- evaluation -----------------------------------------------------------------------------
@@ -100,35 +134,91 @@ def torch_predict(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda images: model(images)[0]
 
 
-def evaluate_predictor(predict, space: Workspace, device: str = "cpu") -> EvalResult:
-    """mAP of any predictor (torch model, ONNX Runtime, an engine) on the val images."""
+def evaluate_predictor(predict, space: Workspace, device: str = "cpu",
+                       split: str = REPORT) -> EvalResult:
+    """mAP of any predictor (torch model, ONNX Runtime, an engine) on the report images
+    (or, for a choice, the select images)."""
     with torch.inference_mode():
-        return evaluate(predict, space.val_loader, names=space.names, device=device)
+        return evaluate(predict, space.loader(split), names=space.names, device=device)
 
 
-def evaluate_model(model: nn.Module, space: Workspace, device: str = "cpu") -> EvalResult:
+def evaluate_model(model: nn.Module, space: Workspace, device: str = "cpu",
+                   split: str = REPORT) -> EvalResult:
     """mAP of a torch model in eval mode; a model that was training goes back to it."""
     was_training = model.training
     model.eval()
     try:
-        return evaluate_predictor(torch_predict(model), space, str(device))
+        return evaluate_predictor(torch_predict(model), space, str(device), split)
     finally:
         model.train(was_training)
 
 
-def reference_maps(float_model: nn.Module, quantized: nn.Module, space: Workspace,
-                   device: str = "cpu") -> dict[str, dict[str, float]]:
-    """{"float"|"ptq": {"map50_95", "map50"}}: the float model and the all-INT8 model
-    (before any search or training) on the workspace's val images."""
-    measured = {"float": evaluate_model(float_model, space, device),
-                "ptq": evaluate_model(quantized, space, device)}
-    console.print(f"mAP@.5:.95 float {100 * measured['float'].map50_95:.2f}, PTQ "
+def select_map(model: nn.Module, space: Workspace, step: str, device: str = "cpu") -> float:
+    """mAP@.5:.95 on the select images, for a choice (`step` names it): refused where the
+    workspace's select loader holds the report images."""
+    require_select(space.select_loader.dataset, step)
+    return evaluate_model(model, space, device, SELECT).map50_95
+
+
+def reference_evals(float_model: nn.Module, quantized: nn.Module, space: Workspace,
+                    device: str = "cpu", split: str = REPORT) -> dict[str, EvalResult]:
+    """{"float"|"ptq": EvalResult}: the float model and the all-INT8 model (before any
+    search or training) on the report (or select) images."""
+    measured = {"float": evaluate_model(float_model, space, device, split),
+                "ptq": evaluate_model(quantized, space, device, split)}
+    console.print(f"mAP@.5:.95 on {split}: float {100 * measured['float'].map50_95:.2f}, PTQ "
                   f"{100 * measured['ptq'].map50_95:.2f}")
+    return measured
+
+
+def reference_maps(float_model: nn.Module, quantized: nn.Module, space: Workspace,
+                   device: str = "cpu", split: str = REPORT) -> dict[str, dict[str, float]]:
+    """{"float"|"ptq": {"map50_95", "map50"}} of `reference_evals`."""
+    measured = reference_evals(float_model, quantized, space, device, split)
     return {key: map_fields(result) for key, result in measured.items()}
 
 
 def map_fields(result: EvalResult) -> dict[str, float]:
     return {"map50_95": result.map50_95, "map50": result.map50}
+
+
+# --- intervals --------------------------------------------------------------------------------
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def paired_intervals(baseline: EvalResult, result: EvalResult,
+                     by_area: bool = True) -> PairedIntervals | None:
+    """Paired bootstrap of two evaluations of the same images (None without matches: an
+    evaluation read back from a file)."""
+    if getattr(baseline, "matches", None) is None or getattr(result, "matches", None) is None:
+        return None
+    return paired_bootstrap(baseline.matches, result.matches, BOOTSTRAP_RESAMPLES,
+                            by_area=by_area)
+
+
+def with_intervals(rows: Sequence[ReportRow], evals: Sequence[EvalResult | None],
+                   names: Sequence[str]) -> tuple[list[ReportRow], dict]:
+    """The rows with their intervals, each compared with its backend's float row (as the
+    report's table compares them), and the per-class and per-size drops of the others."""
+    references = reference_rows(Report(rows=list(rows), config={"weights": None}))
+    baseline_of = {row.backend: evals[rows.index(row)] for row in references.values()}
+    done, paired = [], {}
+    for row, result in zip(rows, evals, strict=True):
+        baseline = baseline_of.get(row.backend)
+        intervals = (paired_intervals(baseline, result, by_area=row.precision == "int8")
+                     if baseline is not None and result is not None else None)
+        if intervals is None:
+            done.append(row)
+            continue
+        own = intervals.map50_95.b_interval
+        if row is references[row.backend]:
+            done.append(replace(row, map50_95_interval=list(own)))
+            continue
+        done.append(replace(row, map50_95_interval=list(own),
+                            drop_interval=list(intervals.map50_95.drop_interval)))
+        paired[row_key(row)] = intervals.to_dict(list(names))
+    return done, paired
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -210,6 +300,7 @@ class Deployment:
     evals: list[EvalResult]
     bench: BenchResult | None
     rows: list[ReportRow]
+    paired: dict = field(default_factory=dict)  # with_intervals' per-class and size drops
 
 
 def deploy(backend: Backend, jobs: Sequence[DeployJob], space: Workspace, out: Path,
@@ -227,7 +318,8 @@ def deploy(backend: Backend, jobs: Sequence[DeployJob], space: Workspace, out: P
                       latency_for(bench, path, backend.latency_decimals),
                       notes=_join_notes(job.notes, bench_notes(bench, path)))
             for job, path, result in zip(jobs, files, evals)]
-    return Deployment(files, evals, bench, rows)
+    rows, paired = with_intervals(rows, evals, space.names)
+    return Deployment(files, evals, bench, rows, paired)
 
 
 def latency_for(bench: BenchResult | None, path: Path, decimals: int = 2) -> dict[str, float]:
