@@ -317,7 +317,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
     headers, rows = table_cells(report, compact=True)
     models = ", ".join(dict.fromkeys(row[0] for row in rows))
     table = Table(title=f"{models}: mAP in points; drop [95% interval, * excludes 0] and "
-                  "latency ratio vs fp32 of the same backend", caption=RANDOM_WEIGHTS_NOTE if report.random_weights else None,
+                  "latency ratio vs fp32 of the same backend",
+                  caption=RANDOM_WEIGHTS_NOTE if report.random_weights else None,
                   caption_style="bold yellow")
     table.add_column("run")
     for header in headers[4:-1]:
