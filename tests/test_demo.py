@@ -9,6 +9,7 @@ from yoloq.data import create_val_loader, load_data_config, load_split
 from yoloq.evaluate import evaluate
 from yoloq.models.demo import demo_model, demo_record
 from yoloq.workflows.demo import DemoSettings, run_demo
+from yoloq.workflows.demo_hard_case import HardCase
 from yoloq.workflows.ptq import PtqConfig, run_ptq
 
 # mAP of the shipped demo model on the first 64 val images (measured once; pins the
@@ -50,7 +51,9 @@ def test_ptq_on_demo_subset_stays_within_one_point(demo_subset, tmp_path):
 def test_demo_runs_every_stage(demo_subset, tmp_path):
     settings = DemoSettings(out=str(tmp_path / "demo"), data=str(demo_subset), val_images=16,
                             calib_images=16, bench_batches=(1,), workers=0,
-                            sensitivity_batches=1)
+                            sensitivity_batches=1,
+                            hard_case=HardCase(candidates=2, max_layers=1, proxy_batches=1,
+                                               qat_epochs=1, qat_iters=2))
     report = run_demo(settings)
     # Where TensorRT and a GPU are present the demo adds engine rows after these.
     rows = [row for row in report.rows if row.backend != "tensorrt"]
@@ -65,6 +68,16 @@ def test_demo_runs_every_stage(demo_subset, tmp_path):
             "sensitivity.png"} <= files
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert len(saved["rows"]) == len(report.rows)
+    hard = json.loads((tmp_path / "demo" / "hard_case" / "report.json").read_text())
+    assert [(row["model"], row["precision"]) for row in hard["rows"]] == [
+        ("demo-v5", "fp32"), ("demo-v5 ptq", "int8"), ("demo-v5 mixed", "int8"),
+        ("demo-v5 qat", "int8")]
+    notes = [row["notes"] for row in hard["rows"][1:]]
+    assert notes[0] == "PTQ, head quantized" and notes[1].startswith("search, kept float:")
+    assert "best epoch 1" in notes[2]
+    # Every quantized row is compared with float on the same resampled images.
+    assert all(row["drop_interval"][0] <= row["drop_interval"][1] for row in hard["rows"][1:])
+    assert len(hard["paired"]) == 3
 
 
 def test_demo_v5_loads_evaluates_as_recorded_and_exports_with_parity(demo_subset, tmp_path):

@@ -9,9 +9,9 @@ import warnings
 import pytest
 import yaml
 
+from yoloq.cli import main
 from yoloq.data import load_data_config
 from yoloq.data.splits import REPORT, SELECT, load_eval_splits, require_select
-from yoloq.data.synthetic import generate_dataset
 from yoloq.errors import YoloqError
 
 
@@ -41,8 +41,9 @@ def test_a_seeded_split_is_disjoint_deterministic_and_says_so(tiny_data):
 
 
 def test_the_synthetic_benchmark_names_both_splits_from_other_seeds(tmp_path):
-    data_yaml = generate_dataset(tmp_path, train_images=2, val_images=3, report_images=4,
-                                 size=64, workers=1, progress=False)
+    assert main(["data", "synth", "--out", str(tmp_path), "--images", "2", "--val-images",
+                 "3", "--report-images", "4", "--size", "64", "--workers", "1"]) == 0
+    data_yaml = tmp_path / "data.yaml"
     raw = yaml.safe_load(data_yaml.read_text())
     assert (raw["select"], raw["val"]) == ("images/val", "images/report")
     splits, said = seeded(data_yaml, seed=0)

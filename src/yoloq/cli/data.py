@@ -39,13 +39,20 @@ def register(subparsers) -> None:
         help="generate the synthetic benchmark dataset",
         description="Write yoloq's synthetic detection dataset in YOLO format (8 shape classes, "
         "8 px to half-image objects, occlusion, clutter, textured backgrounds) with its "
-        "data.yaml. The same seed gives the same files. `--data demo` elsewhere uses the "
-        "default set (4000 train, 500 val, 320 px, seed 0) from the cache folder.",
+        "data.yaml. The same seed gives the same files. With --report-images the val images "
+        "become the `select` split (where yoloq makes its choices: calibration method, "
+        "sensitivity search, QAT's best epoch) and the report images, drawn from other "
+        "seeds, the `val` split every mAP is reported on. `--data demo` elsewhere uses the "
+        "default set (4000 train, 500 select, 2000 report, 320 px, seed 0) from the cache "
+        "folder.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     synth.add_argument("--out", required=True, help="output folder (created)")
     synth.add_argument("--images", type=int, default=4000, help="training images")
-    synth.add_argument("--val-images", type=int, default=500, help="validation images")
+    synth.add_argument("--val-images", type=int, default=500,
+                       help="validation images (the select split with --report-images)")
+    synth.add_argument("--report-images", type=int, default=0,
+                       help="held-apart images to report on (the demo set has 2000)")
     synth.add_argument("--size", type=int, default=320, help="image size in pixels")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, help="processes (default: all cores)")
@@ -54,7 +61,8 @@ def register(subparsers) -> None:
 
 def run_synth(args) -> int:
     data_yaml = ensure_dataset(args.out, train_images=args.images, val_images=args.val_images,
-                               size=args.size, seed=args.seed, workers=args.workers)
+                               size=args.size, seed=args.seed, workers=args.workers,
+                               report_images=args.report_images)
     print(f"wrote {data_yaml}")
     return 0
 

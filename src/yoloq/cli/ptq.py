@@ -36,7 +36,7 @@ def register(subparsers) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     # Defaults are None so that values from --config are only overridden when given.
     parser.add_argument("--weights", help="checkpoint (.pt), architecture name, or 'demo'")
-    parser.add_argument("--data", help="data YAML, or 'demo' for the built-in benchmark")
+    parser.add_argument("--data", help=DATA_HELP)
     parser.add_argument("--config", help="rerun the config.yaml of an earlier run")
     parser.add_argument("--out", help="output folder (default runs/ptq)")
     parser.add_argument("--exist-ok", action="store_true", help="write into a non-empty --out")
@@ -62,6 +62,12 @@ def register(subparsers) -> None:
                         "the PTQ model (INT8), evaluate and time them (report rows: mAP, "
                         "qps); needs the tensorrt extra and an NVIDIA GPU (use --device cuda)")
     parser.set_defaults(func=run)
+
+
+DATA_HELP = ("data YAML (train: calibration and QAT images; select: the images choices are "
+             "made on; val: the report images; without select, a seeded 20%% of val is held "
+             "out to choose on), or 'demo' for the built-in benchmark (500 select, 2000 "
+             "report images)")
 
 
 def add_placement_options(parser, scope: str = "") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from yoloq.cli.ptq import add_placement_options, given_ignores
+from yoloq.cli.ptq import DATA_HELP, add_placement_options, given_ignores
 from yoloq.errors import YoloqError
 from yoloq.quant import PROFILES
 from yoloq.report import print_report
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--weights", help="the float model (.pt, architecture name, 'demo'): "
                         "the teacher, and what PTQ quantizes when no --ptq is given")
-    parser.add_argument("--data", help="data YAML, or 'demo' for the built-in benchmark")
+    parser.add_argument("--data", help=DATA_HELP)
     parser.add_argument("--ptq", help="start from this ptq.pt, made from --weights (default: "
                         "run PTQ first); PTQ options given with it must match it")
     parser.add_argument("--out", help="output folder (default runs/qat)")

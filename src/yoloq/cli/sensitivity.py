@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from yoloq.cli.ptq import add_head_option
+from yoloq.cli.ptq import DATA_HELP, add_head_option
 from yoloq.console import console
 from yoloq.workflows.config import check_output_dir
 from yoloq.workflows.sensitivity import SensitivityConfig, run_sensitivity
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
         "layers float that bring the mAP drop under the target, verifying each by mAP.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="float model (.pt, name, 'demo')")
-    parser.add_argument("--data", required=True, help="data YAML, or 'demo'")
+    parser.add_argument("--data", required=True, help=DATA_HELP)
     parser.add_argument("--ptq", help="analyse this ptq.pt (default: PTQ with --method)")
     parser.add_argument("--mode", choices=("map", "proxy"), default="proxy")
     parser.add_argument("--granularity", choices=("layer", "module"), default="layer",

@@ -5,7 +5,10 @@ is evaluated in float, quantized with histogram-MSE calibration for both
 deployment profiles (trt and ort), exported with Q/DQ, evaluated in ONNX Runtime
 next to the float export, and timed against it; where TensorRT and a GPU are
 present, FP16 and INT8 engines are built, evaluated and timed too; with --qat a
-short QAT run of the trt model joins them. Everything lands in --out.
+short QAT run of the trt model joins them. Then the hard case
+(`demo_hard_case`): demo-v5 with its head quantized loses points, and the
+mixed-precision search and a short QAT are measured bringing them back.
+Everything lands in --out.
 
 The demo composes the shared steps and the QAT engine itself, as every workflow
 does: it imports no other workflow.
@@ -13,13 +16,10 @@ does: it imports no other workflow.
 
 from __future__ import annotations
 
-import copy
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from yoloq.console import console
-from yoloq.models.quantized import load_quantized
 from yoloq.models.registry import has_random_weights
 from yoloq.models.sensitivity import yolo_units
 from yoloq.report import Report, ReportRow, plot_report, print_report
@@ -27,6 +27,7 @@ from yoloq.runtime.backends import get_backend
 from yoloq.runtime.predictor import DeployJob
 from yoloq.sensitivity import ResultsStore, rank
 from yoloq.workflows.config import PtqConfig, QatConfig, check_output_dir
+from yoloq.workflows.demo_hard_case import FOLDER, HardCase, qat_best_epoch, run_hard_case
 from yoloq.workflows.steps import (
     RESULTS_FILE,
     Workspace,
@@ -39,11 +40,9 @@ from yoloq.workflows.steps import (
     quantize_and_calibrate,
     regroup_for,
     save_checkpoint,
-    select_map,
     sensitivity_table,
     torch_row,
 )
-from yoloq.workflows.training import Distributed, build_trainer, create_qat_loader, train_epoch
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,8 @@ class DemoSettings:
     qat_epochs: int = 2
     qat_iters: int = 20
     qat_lr_schedule: str = "0:1e-5"
+    # demo-v5 with its head quantized: PTQ, the search and a short QAT (None: skipped)
+    hard_case: HardCase | None = HardCase()
 
 
 # The two deployment profiles; the ort one with 7-bit weights, right for CPUs without VNNI.
@@ -114,15 +115,19 @@ def run_demo(settings: DemoSettings | None = None) -> Report:
     rows += onnx_rows
     rows += _tensorrt(space, out, jobs[:2], configs["trt"])
     # The config is nested, so the report is told about random weights, not left to guess.
-    report = Report(rows=rows, config={"demo": settings.__dict__ | {
-        "bench_batches": list(settings.bench_batches)}},
-        random_weights=has_random_weights(settings.weights))
+    report = Report(rows=rows, config={"demo": asdict(settings)},
+                    random_weights=has_random_weights(settings.weights))
     report.save(out)
     plot_report(report, out / "report.png")
     _stage("results")
     print_report(report)
     console.print(f"outputs in {out}: ptq_trt.pt, ptq_ort.pt, the ONNX files, report.json, "
                   "report.md, report.png, sensitivity.json, sensitivity.png")
+    if settings.hard_case is not None:
+        _stage(f"hard case: {settings.hard_case.label}")
+        run_hard_case(settings.hard_case, configs["trt"], out)
+        console.print(f"its outputs in {out / FOLDER}: ptq.pt, report.json, report.md, "
+                      "report.png, sensitivity.json")
     return report
 
 
@@ -156,23 +161,8 @@ def _qat(settings: DemoSettings, space: Workspace, out: Path,
     export (qat_trt.onnx) to run with the others."""
     _stage(f"QAT, trt profile ({settings.qat_epochs} epochs x {settings.qat_iters} iterations)")
     config = qat_config(settings)
-    context = Distributed()
-    trainer = build_trainer(load_quantized(config.ptq), config, context, space.img_size)
-    loader = create_qat_loader(config, space, context)
-    best_map, best_epoch, best_state, seconds = -1.0, -1, None, 0.0
-    for epoch in range(config.epochs):
-        started = time.perf_counter()
-        train_epoch(trainer, loader, epoch)
-        seconds += time.perf_counter() - started
-        chosen_on = select_map(trainer.student, space, "QAT's best epoch")
-        console.print(f"epoch {epoch + 1}/{config.epochs}: select mAP@.5:.95 "
-                      f"{100 * chosen_on:.2f}")
-        if chosen_on > best_map:
-            best_map, best_epoch = chosen_on, epoch
-            best_state = copy.deepcopy(trainer.student.state_dict())
+    student, best_epoch, seconds = qat_best_epoch(Path(config.ptq), config, space)
     console.print(f"QAT: {seconds:.0f} s of training")
-    student = trainer.student.eval()
-    student.load_state_dict(best_state)
     best_eval = evaluate_model(student, space)  # the chosen epoch, measured on report
     onnx_path, _ = export_pair(student, space, ptq_config, out, "qat_trt")
     note = f"QAT, best epoch {best_epoch + 1}/{config.epochs}"
