@@ -49,7 +49,8 @@ def calibration_images(count: int, size: int, seed: int = 0, batch: int = 2) -> 
 
 
 def cpu_flags() -> list[str]:
-    """The CPU features that decide int8 speed (AVX-512, VNNI), from /proc/cpuinfo."""
+    """The CPU features that decide int8 and bf16 speed (AVX-512, VNNI, BF16, AMX), from
+    /proc/cpuinfo."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -59,7 +60,8 @@ def cpu_flags() -> list[str]:
         [],
     )
     return sorted(
-        f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}
+        f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                                  "amx_tile", "amx_int8", "amx_bf16"}
     )
 
 

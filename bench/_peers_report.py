@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-DEMO = "demo"
-
 
 def markdown(data: dict) -> str:
     sections = data["sections"]
     settings = data["settings"]
     parts = ["# yoloq and its peers\n", machine_line(data), ""]
-    if DEMO in sections:
-        parts += [demo_table(sections[DEMO], settings), ""]
-    speed = [name for name in sections if name != DEMO]
+    for name, section in sections.items():
+        if "about" in section:
+            parts += [accuracy_table(name, section, settings), ""]
+    speed = [name for name, section in sections.items() if "about" not in section]
     if speed:
         parts += [speed_table(sections, speed, settings), ""]
     return "\n".join(parts)
@@ -35,42 +34,54 @@ def machine_line(data: dict) -> str:
     return text
 
 
-def demo_table(section: dict, settings: dict) -> str:
+def accuracy_table(name: str, section: dict, settings: dict) -> str:
     rows, latency = section["rows"], (section.get("latency") or {}).get("models", {})
-    float_map = rows.get("float", {}).get("map50_95")
-    batches = settings["batches"]
-    val = settings["val_images"] or "all 500"
+    about, batches = section["about"], settings["batches"]
+    report = about["splits"].get("report_images", "?")
     lines = [
-        f"Demo model (YOLOv7-tiny at half width, 8 classes): {val} val images at 320 px, every "
-        f"tool calibrated on the same {settings['calib_images']} training images. mAP by "
-        "yoloq's evaluator on each tool's ONNX in ONNX Runtime (drop: points below the float "
-        "ONNX); latency: median of "
-        f"{settings['iters']} interleaved runs, and its ratio to the float ONNX.",
+        f"{name} ({about['model']}, {about['classes']} classes) at {about['img_size']} px: "
+        f"mAP by yoloq's evaluator on each tool's ONNX in ONNX Runtime, on {report} report "
+        f"images; every tool calibrated on the same {settings['calib_images']} training "
+        "images. Drop: points below the float ONNX, with its 95% interval; vs yoloq: the "
+        "row's drop minus that of yoloq PTQ with the same head (the ort profile for "
+        "quantize_static, the trt profile for Model Optimizer and NNCF). Latency: median "
+        f"of {settings['iters']} interleaved runs, and its ratio to the float ONNX.",
         "",
-        "| tool | settings | mAP@.5:.95 | drop | mAP@.5 | "
+        "| tool | settings | head | mAP@.5:.95 | drop [95% interval] | vs yoloq | mAP@.5 | "
         + " | ".join(f"ms b{b} (x float)" for b in batches)
         + " | tool time |",
-        "|---|---|---:|---:|---:|" + "---:|" * len(batches) + "---:|",
+        "|---|---|---|---:|---:|---:|---:|" + "---:|" * len(batches) + "---:|",
     ]
     for key, row in rows.items():
+        head = row.get("head", "")
         if row.get("error"):
-            lines.append(
-                f"| {row['tool']} | {row['variant']} | failed: {short(row['error'])} "
-                "| | |" + " |" * len(batches) + " |"
-            )
+            failed = f"failed: {short(row['error'])}"
+            lines.append(f"| {row['tool']} | {row['variant']} | {head} | {failed} "
+                         "| | | |" + " |" * len(batches) + " |")
             continue
-        drop = "" if key == "float" or float_map is None else points(float_map - row["map50_95"])
-        cells = [
-            row["tool"],
-            variant(key, row),
-            points(row["map50_95"]),
-            drop,
-            points(row["map50"]),
-        ]
+        cells = [row["tool"], variant(key, row), head, points(row["map50_95"])]
+        cells.append(interval(row.get("drop"), row.get("drop_interval")))
+        vs = row.get("vs_yoloq") or {}
+        cells.append(interval(vs.get("difference"), vs.get("interval"), bold_beyond_zero=True))
+        cells.append(points(row["map50"]))
         cells += [timing(latency.get(key, {}).get(str(b))) for b in batches]
         cells.append("" if key == "float" else f"{row['seconds']:.0f} s")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + interval_note(about, rows, settings)
+
+
+def interval_note(about: dict, rows: dict, settings: dict) -> str:
+    images = next((row["images"] for row in rows.values() if "images" in row),
+                  about["splits"].get("report_images", "?"))
+    select = about["splits"].get("select_images", "?")
+    return (
+        f"Intervals: paired bootstrap over the {images} report images, "
+        f"{settings['resamples']} resamples (both models of a pair scored on the same "
+        "resampled images), 95%, in points. \"A beats B\" is supported only where the "
+        "interval of their difference excludes 0 (**bold** in the vs yoloq column): "
+        "intervals of two drops that overlap do not show that they are level. The search "
+        f"and QAT choose on the {select} select images, never on report."
+    )
 
 
 def speed_table(sections: dict, names: list[str], settings: dict) -> str:
@@ -110,13 +121,24 @@ def variant(key: str, row: dict) -> str:
     if "fallback" in row:
         kept = ", ".join(row["fallback"]) or "none"
         text += f"; kept float: {kept} ({row['tried']} tried)"
-    if "best_epoch" in row:
+    if "best_epoch" in row:  # chosen on the select images
         text += f"; best epoch {row['best_epoch']}"
     return text
 
 
 def points(value: float) -> str:
-    return f"{100 * value:.2f}"
+    return f"{round(100 * value, 2) + 0.0:.2f}"  # + 0.0: no "-0.00"
+
+
+def interval(value: float | None, bounds: list | None, bold_beyond_zero: bool = False) -> str:
+    """ "0.39 [0.16, 0.58]" in points; bold (when asked) where the interval excludes 0."""
+    if value is None:
+        return ""
+    if not bounds or None in bounds:
+        return points(value)
+    low, high = bounds
+    text = f"{points(value)} [{points(low)}, {points(high)}]"
+    return f"**{text}**" if bold_beyond_zero and (low > 0 or high < 0) else text
 
 
 def timing(stats: dict | None, ratio_first: bool = False) -> str:
@@ -133,10 +155,12 @@ def short(text: str, limit: int = 160) -> str:
 
 
 def print_row(section: str, key: str, row: dict) -> None:
+    name = f"[{section}] {row['tool']} ({row['variant']}"
+    name += f"; head {row['head']})" if "head" in row else ")"
     if row.get("error"):
-        print(f"[{section}] {row['tool']} ({row['variant']}): FAILED {short(row['error'])}")
+        print(f"{name}: FAILED {short(row['error'])}", flush=True)
         return
     score = f"mAP@.5:.95 {points(row['map50_95'])}, " if "map50_95" in row else ""
-    print(
-        f"[{section}] {row['tool']} ({row['variant']}): {score}{row['seconds']:.1f} s", flush=True
-    )
+    if "drop" in row:
+        score += f"drop {interval(row['drop'], row['drop_interval'])}, "
+    print(f"{name}: {score}{row['seconds']:.1f} s", flush=True)

@@ -2,6 +2,9 @@
 
 Every function takes the same calibration batches (float [B, 3, H, W] tensors, 0..1)
 and writes a QDQ ONNX that yoloq's evaluator and `benchmark_onnx` run as they are.
+Each can keep the detection head's convolutions float, as yoloq does by default: the
+ONNX tools by node name (`head_convs`), Model Optimizer by module name (`head_module`);
+`check_head` then reads the written ONNX to confirm that the tool did as it was told.
 The peers are optional: a missing package raises ImportError, which the caller reports.
 """
 
@@ -38,6 +41,30 @@ def decode_nodes(float_onnx: str | Path) -> list[str]:
 def head_convs(float_onnx: str | Path) -> list[str]:
     """The detection head's convolutions (one per output level), which yoloq keeps float."""
     return [node.name for node in _detect_layer(float_onnx) if node.op_type == "Conv"]
+
+
+def head_module(model: nn.Module) -> str:
+    """The torch name of the detection head (the last layer: `model.77` on the demo model)."""
+    head = model.model[-1]
+    return next(name for name, module in model.named_modules() if module is head)
+
+
+def check_head(onnx_path: str | Path, convs: list[str], quantized: bool) -> None:
+    """Raise unless every named head convolution has its weight quantized (read through
+    a DequantizeLinear) or none has, as asked: a tool that ignored what it was told would
+    make the row unlike. (A float convolution may still read a dequantized input.)"""
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear"
+                   for out in node.output}
+    weights = {node.name: node.input[1] in dequantized for node in graph.node
+               if node.op_type == "Conv"}
+    missing = [name for name in convs if name not in weights]
+    if missing:
+        raise RuntimeError(f"{Path(onnx_path).name} has no head convolutions {missing}")
+    wrong = [name for name in convs if weights[name] != quantized]
+    if wrong:
+        state = "float" if quantized else "quantized"
+        raise RuntimeError(f"{Path(onnx_path).name}: head convolutions {wrong} are {state}")
 
 
 def _detect_layer(float_onnx: str | Path) -> list:
@@ -84,12 +111,17 @@ def ort_quantize_static(
 
 
 def modelopt_export(
-    model: nn.Module, out: Path, batches: list[torch.Tensor], img_size: int
+    model: nn.Module,
+    out: Path,
+    batches: list[torch.Tensor],
+    img_size: int,
+    float_modules: list[str] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """NVIDIA Model Optimizer: `mtq.quantize(model, INT8_DEFAULT_CFG, forward_loop)` on a
-    copy of the (fused) float model, exported with the legacy TorchScript exporter."""
+    copy of the (fused) float model, exported with the legacy TorchScript exporter.
+    `float_modules` (module names) keep their quantizers disabled, through the config."""
     import modelopt.torch.quantization as mtq
-
 
     model = copy.deepcopy(model).eval()
 
@@ -98,8 +130,38 @@ def modelopt_export(
             for images in batches:
                 m(images)
 
-    mtq.quantize(model, mtq.INT8_DEFAULT_CFG, forward_loop)
-    return export_detector(model, out, img_size)
+    patterns = [f"{name}.*" for name in float_modules or []]
+    mtq.quantize(model, _disabled(mtq.INT8_DEFAULT_CFG, patterns), forward_loop)
+    _require_disabled(model, float_modules or [])
+    return export_detector(model, out, img_size, metadata=metadata)
+
+
+def _disabled(config: dict, patterns: list[str]) -> dict:
+    """A copy of a Model Optimizer config whose quantizers matching `patterns` are off
+    (its `quant_cfg` is a list of entries since 0.4x, a wildcard dict before)."""
+    config = copy.deepcopy(config)
+    for pattern in patterns:
+        if isinstance(config["quant_cfg"], list):  # later entries win
+            config["quant_cfg"].append({"quantizer_name": pattern, "enable": False})
+        else:
+            config["quant_cfg"][pattern] = {"enable": False}
+    return config
+
+
+def _require_disabled(model: nn.Module, float_modules: list[str]) -> None:
+    """A wildcard that matched nothing would leave the head quantized without a word."""
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    for name in float_modules:
+        quantizers = {
+            path: module.is_enabled
+            for path, module in model.named_modules()
+            if path.startswith(f"{name}.") and isinstance(module, TensorQuantizer)
+        }
+        enabled = [path for path, on in quantizers.items() if on]
+        if not quantizers or enabled:
+            found = enabled or "no quantizers"
+            raise RuntimeError(f"Model Optimizer did not disable {name}: {found}")
 
 
 def nncf_quantize(

@@ -8,6 +8,8 @@ import torch
 from yoloq.data import create_val_loader, load_data_config, load_split
 from yoloq.evaluate import evaluate
 from yoloq.models.demo import demo_model, demo_record
+from yoloq.runtime import get_backend
+from yoloq.runtime.openvino import default_float_precision
 from yoloq.workflows.demo import DemoSettings, run_demo
 from yoloq.workflows.demo_hard_case import HardCase
 from yoloq.workflows.ptq import PtqConfig, run_ptq
@@ -58,9 +60,17 @@ def test_demo_runs_every_stage(demo_subset, tmp_path):
     # Where TensorRT and a GPU are present the demo adds engine rows after these.
     rows = [row for row in report.rows if row.backend != "tensorrt"]
     labels = [(row.backend, row.precision, row.profile) for row in rows]
+    # Where OpenVINO is installed (the dev extra) the same three files run on it too.
+    openvino = get_backend("openvino").unavailable() is None
+    float_precision = default_float_precision() if openvino else None  # bf16 on BF16 CPUs
     assert labels == [("torch", "fp32", None), ("torch", "int8", "trt"),
                       ("torch", "int8", "ort"), ("onnxruntime", "fp32", None),
-                      ("onnxruntime", "int8", "trt"), ("onnxruntime", "int8", "ort")]
+                      ("onnxruntime", "int8", "trt"), ("onnxruntime", "int8", "ort")] + (
+        [("openvino", float_precision, None), ("openvino", "int8", "trt"),
+         ("openvino", "int8", "ort")]
+        if openvino else [])
+    # Each OpenVINO row says how many convolutions ran in int8.
+    assert all("conv int8" in row.notes for row in rows if row.backend == "openvino")
     assert all(row.map50_95 is not None for row in report.rows)
     files = {path.name for path in (tmp_path / "demo").iterdir()}
     assert {"ptq_trt.pt", "ptq_ort.pt", "ptq_trt.onnx", "ptq_ort.onnx", "float.onnx",

@@ -11,6 +11,8 @@ from yoloq.cli import main
 from yoloq.models.quantized import load_quantized
 from yoloq.quant import QuantMode, iter_quantizers
 from yoloq.quant.modules import QuantConv2d
+from yoloq.runtime import get_backend
+from yoloq.runtime.openvino import default_float_precision
 from yoloq.workflows.ptq import PtqConfig, run_ptq
 
 
@@ -37,8 +39,10 @@ def test_ptq_writes_every_output(trt_run):
             "report.md", "quantization.txt"} <= names
     report = json.loads((trt_run.out / "report.json").read_text())
     backends = [(row["backend"], row["precision"]) for row in report["rows"]]
+    openvino = [("openvino", default_float_precision()), ("openvino", "int8")] if (
+        get_backend("openvino").unavailable() is None) else []  # rows where it is installed
     assert backends == [("torch", "fp32"), ("torch", "int8"), ("onnxruntime", "fp32"),
-                        ("onnxruntime", "int8")]
+                        ("onnxruntime", "int8"), *openvino]
     assert all(row["map50_95"] is not None for row in report["rows"])
     assert set(report["rows"][3]["latency_ms"]) == {"1"}
     onnx.checker.check_model(str(trt_run.onnx))

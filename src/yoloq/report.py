@@ -25,9 +25,9 @@ from yoloq.models.registry import has_random_weights
 
 # torch and the built-in backends; `yoloq.runtime.backends.register_backend` adds the others,
 # so that a report written before a backend was registered in this process still loads.
-BACKENDS = {"torch", "onnxruntime", "tensorrt"}
+BACKENDS = {"torch", "onnxruntime", "openvino", "tensorrt"}
 PROFILES = ("trt", "ort", None)
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # bf16: OpenVINO's float on BF16 CPUs
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 # 2: rows carry bootstrap intervals (mAP and drop), the report its evaluation splits and

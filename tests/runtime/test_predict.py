@@ -97,7 +97,7 @@ def fake_load_predictor(monkeypatch):
     """`yoloq predict` loads OneBoxPredictor instead of real weights."""
     calls = []
 
-    def load_predictor(weights, device="cpu"):
+    def load_predictor(weights, device="cpu", backend=None):
         calls.append((str(weights), device))
         return OneBoxPredictor()
 

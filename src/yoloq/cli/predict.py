@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 
 from yoloq.predict import DETECTIONS_JSON, predict_images
-from yoloq.runtime.backends import load_predictor
+from yoloq.runtime.backends import BACKENDS, load_predictor
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="draw a model's detections on images",
-        description="Run a model (a .pt checkpoint, an ONNX model or a TensorRT engine) on "
+        description="Run a model (a .pt checkpoint, an ONNX model on ONNX Runtime or OpenVINO, "
+        "or a TensorRT engine) on "
         "images and write each image with its boxes, class names and scores into --out "
         "(same file names), and every detection in original pixels to detections.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -21,6 +22,9 @@ def register(subparsers) -> None:
         "sources", nargs="+", metavar="SOURCE", help="images (jpg, png, bmp...), folders or lists"
     )
     parser.add_argument("--weights", required=True, help="model: .pt, .onnx or engine")
+    parser.add_argument("--backend", help="run --weights on this backend (one of "
+                        f"{', '.join(sorted(BACKENDS))}); default: by its suffix (.onnx: "
+                        "onnxruntime, .engine: tensorrt), else torch")
     parser.add_argument("--out", default="runs/predict", help="output folder")
     parser.add_argument("--img", type=int, help="image size; default the model's")
     parser.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
@@ -30,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    predictor = load_predictor(args.weights, device=args.device)
+    predictor = load_predictor(args.weights, device=args.device, backend=args.backend)
     results = predict_images(predictor, args.sources, args.out, args.conf, args.iou,
                              img_size=args.img, device=args.device)  # fmt: skip
     for result in results:

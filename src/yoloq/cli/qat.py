@@ -102,6 +102,7 @@ _FIELDS = (
     "weight_bits",
     "rules",
     "quantize_head",
+    "int8_weights",
     "batch",
     "img",
     "val_images",

@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from yoloq.errors import YoloqError
 from yoloq.export.fp16 import FP16_QDQ_OPSET, convert_to_fp16
 from yoloq.export.onnx import export_onnx
+from yoloq.export.weights import store_int8_weights
 from yoloq.files import atomic_path
 from yoloq.quant.quantizer import QuantMode, iter_quantizers
 
@@ -42,6 +43,7 @@ def export_detector(
     metadata: dict[str, str] | None = None,
     fp16: bool = False,
     fp16_io: bool = False,
+    int8_weights: bool = False,
 ) -> Path:
     """Export a YOLO detector: input `images` [batch, 3, H, W] (0..1, RGB), output
     `output` [batch, anchors, 5 + nc] as the official export with the grid.
@@ -55,6 +57,9 @@ def export_detector(
     `fp16`: the float parts in FP16 (see `yoloq.export.fp16`), for TensorRT's strongly
     typed builds; a model with Q/DQ is then exported at opset 19 or newer, the first
     with FP16 scales. The input and output stay FP32 unless `fp16_io`.
+
+    `int8_weights`: each quantized weight stored as int8 integers read through its
+    DequantizeLinear (see `yoloq.export.weights`): the same outputs, a file ~4x smaller.
     """
     height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
     device = next(model.parameters()).device
@@ -68,8 +73,10 @@ def export_detector(
     # at the end: a failed or interrupted export never leaves a complete-looking .onnx.
     with atomic_path(path, ".onnx.tmp") as temporary:
         export_onnx(wrapper, temporary, example, opset, dynamic_batch=False, dynamic_axes=axes)
-        if metadata or fp16:
+        if metadata or fp16 or int8_weights:
             proto = onnx.load(str(temporary))
+            if int8_weights:
+                store_int8_weights(proto)
             if fp16:
                 proto, _ = convert_to_fp16(proto, keep_io_types=not fp16_io)
             props = {**(metadata or {}), **({"float_type": "fp16"} if fp16 else {})}

@@ -19,6 +19,13 @@ from yoloq.quant.spec import IgnoreRule, QuantConfig, QuantRule, QuantSpec
 PROFILES = ("trt", "ort")
 
 
+def int8_weights_default(profile: str) -> bool:
+    """Whether exports store quantized weights as int8 by default: for the ort profile
+    (ONNX Runtime and OpenVINO fold the int8 initializer into their kernels), not yet for
+    trt (TensorRT documents the form, but no TensorRT build here has checked it)."""
+    return profile == "ort"
+
+
 def profile_config(
     profile: str,
     weight_bits: int = 8,

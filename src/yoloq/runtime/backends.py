@@ -17,11 +17,12 @@ from yoloq.errors import YoloqError
 from yoloq.models import load_model
 from yoloq.models.quantized import is_quantized_checkpoint, load_quantized
 from yoloq.report import BACKENDS as REPORT_BACKENDS
+from yoloq.runtime.openvino import OpenVinoBackend
 from yoloq.runtime.ort import OnnxRuntimeBackend
 from yoloq.runtime.predictor import DEFAULT_IMG_SIZE, Backend, Predictor
 from yoloq.runtime.tensorrt.backend import TensorRTBackend
 
-_BUILT_IN: tuple[type[Backend], ...] = (OnnxRuntimeBackend, TensorRTBackend)
+_BUILT_IN: tuple[type[Backend], ...] = (OnnxRuntimeBackend, OpenVinoBackend, TensorRTBackend)
 BACKENDS: dict[str, Backend] = {}
 
 
@@ -53,7 +54,8 @@ def backend_for(path: str | Path) -> Backend | None:
 def load_predictor(weights: str | Path, device: str = "cpu",
                    backend: str | None = None) -> Predictor:
     """A Predictor for `weights` on the named backend, or on the one its suffix says
-    (.onnx: ONNX Runtime; .engine / .plan: TensorRT, on the GPU whatever `device` says);
+    (.onnx: ONNX Runtime; .xml: OpenVINO; .engine / .plan: TensorRT, on the GPU whatever
+    `device` says);
     otherwise a yoloq quantized checkpoint (ptq.pt, qat.pt) or anything
     `yoloq.models.load_model` reads (demo, names, YAML, .pt) in torch."""
     chosen = get_backend(backend) if backend else backend_for(weights)

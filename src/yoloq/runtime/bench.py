@@ -8,7 +8,7 @@ order that rotates, and only the ratios of models measured together mean much.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,13 +59,40 @@ class BenchResult:
 
 
 @dataclass(frozen=True)
-class _Subject:
-    """A loaded model and its random input, per batch size."""
+class Runner:
+    """One model to time, on any backend: `run(batch)` runs it once on an input of that
+    batch size, prepared beforehand (an ONNX Runtime session, an OpenVINO request...)."""
 
     name: str
-    session: object
-    input_name: str
-    inputs: dict[int, np.ndarray]
+    run: Callable[[int], object]
+
+
+def time_runners(runners: Sequence[Runner], batch_sizes: Sequence[int], warmup: int,
+                 iters: int, show_progress: bool = True,
+                 settings: dict | None = None) -> BenchResult:
+    """Every runner at every batch size, interleaved in this process: the ratios of each to
+    the first are fair even across backends (ONNX Runtime next to OpenVINO)."""
+    if not runners:
+        raise YoloqError("nothing to time: no model given")
+    if warmup < 0 or iters < 1 or any(batch < 1 for batch in batch_sizes):
+        raise YoloqError(f"warmup {warmup} must be >= 0, iters {iters} and batch sizes "
+                         f"{list(batch_sizes)} >= 1")  # fmt: skip
+    latencies = {}
+    for batch in batch_sizes:
+        latencies.update(_time_interleaved(runners, batch, warmup, iters, show_progress))
+    settings = {"batch_sizes": list(batch_sizes), "warmup": warmup, "iters": iters,
+                **(settings or {})}
+    names = [runner.name for runner in runners]
+    return BenchResult(models=tuple(names), stats=_summarise(latencies, names, batch_sizes),
+                       settings=settings)
+
+
+def random_images(batch_sizes: Sequence[int], channels: int, height: int, width: int,
+                  dtype=np.float32, seed: int = 0) -> dict[int, np.ndarray]:
+    """One random [batch, C, H, W] input per batch size, the same for every backend."""
+    rng = np.random.default_rng(seed)
+    return {batch: rng.random((batch, channels, height, width), dtype=np.float32).astype(dtype)
+            for batch in batch_sizes}
 
 
 def benchmark_onnx(
@@ -89,25 +116,13 @@ def benchmark_onnx(
     """
     if not paths:
         raise YoloqError("benchmark_onnx: no model given")
-    if warmup < 0 or iters < 1 or any(batch < 1 for batch in batch_sizes):
-        raise YoloqError(f"warmup {warmup} must be >= 0, iters {iters} and batch sizes "
-                         f"{list(batch_sizes)} >= 1")  # fmt: skip
     for path in map(Path, paths):  # every file checked before any is loaded
         if not path.is_file():
             raise YoloqError(f"{path}: no such ONNX model")
-    rng = np.random.default_rng(0)
-    subjects = [_load_subject(Path(path), batch_sizes, threads, img_size, rng) for path in paths]
-    latencies = {}
-    for batch in batch_sizes:
-        latencies.update(_time_interleaved(subjects, batch, warmup, iters, show_progress))
-    settings = {"batch_sizes": list(batch_sizes), "warmup": warmup, "iters": iters,
-                "threads": threads, "img_size": img_size,
-                "provider": "CPUExecutionProvider"}  # fmt: skip
-    return BenchResult(
-        models=tuple(subject.name for subject in subjects),
-        stats=_summarise(latencies, [subject.name for subject in subjects], batch_sizes),
-        settings=settings,
-    )
+    runners = [onnx_runner(Path(path), batch_sizes, threads, img_size) for path in paths]
+    return time_runners(runners, batch_sizes, warmup, iters, show_progress,
+                        {"threads": threads, "img_size": img_size,
+                         "provider": "CPUExecutionProvider", "onnxruntime": ort.__version__})
 
 
 def _open_session(path: Path, threads: int | None):
@@ -123,7 +138,9 @@ def _open_session(path: Path, threads: int | None):
         raise YoloqError(f"{path}: ONNX Runtime cannot load it ({error})") from None
 
 
-def _load_subject(path: Path, batch_sizes, threads, img_size, rng) -> _Subject:
+def onnx_runner(path: Path, batch_sizes: Sequence[int], threads: int | None = None,
+                img_size: int | None = None) -> Runner:
+    """An ONNX Runtime CPU session of `path` with a random input per batch size."""
     session = _open_session(path, threads)
     inputs = {i.name: i for i in session.get_inputs()}
     image = inputs.get(IMAGE_INPUT) or session.get_inputs()[0]
@@ -132,44 +149,40 @@ def _load_subject(path: Path, batch_sizes, threads, img_size, rng) -> _Subject:
         raise YoloqError(f"{path}: expected one float image input [batch, 3, H, W], "
                          f"found {found}")  # fmt: skip
     fixed_batch, channels, height, width = (d if isinstance(d, int) else None for d in image.shape)
-    if height is None or width is None:
-        if img_size is None:
-            raise YoloqError(
-                f"{path}: the input's height and width are dynamic; give img_size (--img)"
-            )
-        height = height or img_size
-        width = width or img_size
+    height, width = _spatial_size(path, height, width, img_size)
     for batch in batch_sizes:
         if fixed_batch is not None and batch != fixed_batch:
             raise YoloqError(f"{path}: the input's batch size is fixed at {fixed_batch}, "
                              f"cannot run batch {batch}")  # fmt: skip
-    dtype = _NUMPY_TYPES[image.type]
-    arrays = {batch: rng.random((batch, channels or 3, height, width), dtype=np.float32)
-              .astype(dtype) for batch in batch_sizes}  # fmt: skip
-    return _Subject(str(path), session, image.name, arrays)
+    arrays = random_images(batch_sizes, channels or 3, height, width, _NUMPY_TYPES[image.type])
+    return Runner(str(path), lambda batch: session.run(None, {image.name: arrays[batch]}))
 
 
-def _time_interleaved(subjects, batch: int, warmup: int, iters: int, show_progress: bool):
+def _spatial_size(path: Path, height: int | None, width: int | None,
+                  img_size: int | None) -> tuple[int, int]:
+    if (height is None or width is None) and img_size is None:
+        raise YoloqError(f"{path}: the input's height and width are dynamic; give img_size "
+                         "(--img)")
+    return height or img_size, width or img_size
+
+
+def _time_interleaved(runners: Sequence[Runner], batch: int, warmup: int, iters: int,
+                      show_progress: bool):
     """{(model index, batch): [ms, ...]}: every model runs once per iteration, in an
     order that rotates (a model may be given twice, to see the noise: A vs A)."""
     for _ in range(warmup):
-        for subject in subjects:
-            _run_once(subject, batch)
-    latencies = {(index, batch): [] for index in range(len(subjects))}
+        for runner in runners:
+            runner.run(batch)
+    latencies = {(index, batch): [] for index in range(len(runners))}
     for step in progress(range(iters), f"batch {batch}", enabled=show_progress):
         # Rotate who goes first so that no model always runs on a cache warmed by another.
-        order = list(range(len(subjects)))
-        shift = step % len(subjects)
+        order = list(range(len(runners)))
+        shift = step % len(runners)
         for index in order[shift:] + order[:shift]:
-            latencies[(index, batch)].append(_run_once(subjects[index], batch))
+            start = time.perf_counter()
+            runners[index].run(batch)
+            latencies[(index, batch)].append(1000 * (time.perf_counter() - start))
     return latencies
-
-
-def _run_once(subject: _Subject, batch: int) -> float:
-    feed = {subject.input_name: subject.inputs[batch]}
-    start = time.perf_counter()
-    subject.session.run(None, feed)
-    return 1000 * (time.perf_counter() - start)
 
 
 def _summarise(latencies, models: list[str], batch_sizes) -> tuple[BenchStats, ...]:
@@ -190,17 +203,25 @@ def _summarise(latencies, models: list[str], batch_sizes) -> tuple[BenchStats, .
 
 def bench_table(result: BenchResult) -> Table:
     """The result as a rich table; with several models, the ratio to the first."""
-    table = Table(title="ONNX Runtime CPU latency (interleaved runs)")
+    backend = result.settings.get("backend", "onnxruntime")
+    titles = {"onnxruntime": "ONNX Runtime CPU latency", "openvino": "OpenVINO CPU latency"}
+    table = Table(title=f"{titles.get(backend, backend)} (interleaved runs)")
     columns = ["model", "batch", "median ms", "p90 ms", "images/s"]
     if len(result.models) > 1:
         columns.append(f"ratio to {Path(result.models[0]).name}")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "model" else "right")
+    notes = any(stats.note for stats in result.stats)
+    if notes:
+        columns.append("note")
+    for column in columns:  # the note is what wraps on a narrow terminal
+        table.add_column(column, justify="left" if column in ("model", "note") else "right",
+                         no_wrap=column != "note")
     for stats in result.stats:
         cells = [Path(stats.model).name, str(stats.batch), f"{stats.median_ms:.2f}",
                  f"{stats.p90_ms:.2f}", f"{stats.images_per_s:.1f}"]  # fmt: skip
         if stats.ratio is not None:
             cells.append(f"{stats.ratio:.2f}x")
+        if notes:
+            cells.append(stats.note)
         table.add_row(*cells)
     return table
 
@@ -212,4 +233,6 @@ def print_bench_result(result: BenchResult, console: Console | None = None) -> N
     settings = result.settings
     console.print(f"{settings.get('iters')} timed runs per model and batch after "
                   f"{settings.get('warmup')} warm-up runs; threads "
-                  f"{settings.get('threads') or 'default'}")  # fmt: skip
+                  f"{settings.get('threads') or 'default'}"
+                  + (f"; OpenVINO {settings['openvino']}, float layers in "
+                     f"{settings['precision_hint']}" if "precision_hint" in settings else ""))

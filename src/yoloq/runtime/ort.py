@@ -3,7 +3,6 @@ Predictor, and interleaved CPU timing."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,9 +11,8 @@ import onnxruntime as ort
 import torch
 
 from yoloq.errors import YoloqError
-from yoloq.export import read_metadata
 from yoloq.runtime.bench import BenchResult, benchmark_onnx
-from yoloq.runtime.predictor import DEFAULT_IMG_SIZE, Backend, Predictor
+from yoloq.runtime.predictor import Backend, Predictor, export_metadata, exported_predictor
 
 
 def default_providers() -> list[str]:
@@ -76,16 +74,10 @@ class OnnxRuntimeBackend(Backend):
         path = Path(path)
         if not path.is_file():
             raise YoloqError(f"ONNX model not found: {path}")
-        meta = read_metadata(path)
-        if "names" not in meta:
-            raise YoloqError(f"{path}: no class names in its metadata; export it with yoloq")
+        meta = export_metadata(path)
         cuda = (device or self.device).startswith("cuda")
         model = OrtModel(path, providers=default_providers() if cuda else ["CPUExecutionProvider"])
-        profile = meta.get("profile") or None
-        return Predictor(model, json.loads(meta["names"]),
-                         int(meta.get("img_size", DEFAULT_IMG_SIZE)), int(meta.get("stride", 32)),
-                         str(path), self.name, meta.get("precision", "int8" if profile else "fp32"),
-                         profile)
+        return exported_predictor(model, meta, path, self.name)
 
     def bench(self, paths: Sequence[Path], batch_sizes: Sequence[int],
               img_size: int | None = None, **options) -> BenchResult:

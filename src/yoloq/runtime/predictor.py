@@ -18,6 +18,7 @@ registry line. Its four verbs:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,25 @@ class Predictor:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.run(images)
+
+
+def export_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a yoloq ONNX export; a YoloqError where it has no class names."""
+    from yoloq.export import read_metadata  # export knows no runtime; this reads its files
+
+    meta = read_metadata(path)
+    if "names" not in meta:
+        raise YoloqError(f"{path}: no class names in its metadata; export it with yoloq")
+    return meta
+
+
+def exported_predictor(run: Callable[[torch.Tensor], torch.Tensor], meta: dict[str, str],
+                       path: Path, backend: str) -> Predictor:
+    """A Predictor of an exported model run by `run`, described by its metadata."""
+    profile = meta.get("profile") or None
+    return Predictor(run, json.loads(meta["names"]), int(meta.get("img_size", DEFAULT_IMG_SIZE)),
+                     int(meta.get("stride", 32)), str(path), backend,
+                     meta.get("precision", "int8" if profile else "fp32"), profile)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from yoloq.data.config import yaml_error_line
 from yoloq.errors import YoloqError
 from yoloq.files import write_text_atomic
 from yoloq.quant import METHODS, PROFILES
+from yoloq.quant.profiles import int8_weights_default
 
 CONFIG_FILE = "config.yaml"
 # --method auto: every method calibrated from the same histograms, the one with the best
@@ -96,7 +97,16 @@ class PtqConfig(YamlConfig):
     # Quantize the detection head's convolutions too (Model Optimizer's and NNCF's default);
     # the box decode after them stays float either way.
     quantize_head: bool = False
+    # Quantized weights stored as int8 in the ONNX; None: the profile's default
+    # (`int8_weights_default`: the ort profile yes, trt not until TensorRT has checked it).
+    int8_weights: bool | None = None
     trt: bool = False  # also build, evaluate and time TensorRT engines (FP16 and INT8)
+
+    @property
+    def stores_int8_weights(self) -> bool:
+        if self.int8_weights is None:
+            return int8_weights_default(self.profile)
+        return self.int8_weights
 
     def __post_init__(self):
         object.__setattr__(self, "ignore", tuple(self.ignore))
@@ -208,6 +218,7 @@ class QatConfig(YamlConfig):
     weight_bits: int | None = None
     rules: bool | None = None
     quantize_head: bool = False
+    int8_weights: bool | None = None  # None: the profile's default (see PtqConfig)
     val_images: int | None = None  # None: the whole val split
     bench_batches: tuple[int, ...] = (1, 8)  # () skips timing
     device: str = "cpu"
@@ -244,6 +255,7 @@ class QatConfig(YamlConfig):
             **{name: value for name, value in unset.items() if value is not None},
             ignore=self.ignore,
             quantize_head=self.quantize_head,
+            int8_weights=self.int8_weights,
             weights=self.weights,
             data=self.data,
             out=self.out,

@@ -3,7 +3,8 @@
 The demo model (YOLOv7-tiny at half width, trained on yoloq's synthetic dataset)
 is evaluated in float, quantized with histogram-MSE calibration for both
 deployment profiles (trt and ort), exported with Q/DQ, evaluated in ONNX Runtime
-next to the float export, and timed against it; where TensorRT and a GPU are
+(and OpenVINO, where installed) next to the float export, and timed against it;
+where TensorRT and a GPU are
 present, FP16 and INT8 engines are built, evaluated and timed too; with --qat a
 short QAT run of the trt model joins them. Then the hard case
 (`demo_hard_case`): demo-v5 with its head quantized loses points, and the
@@ -113,6 +114,7 @@ def run_demo(settings: DemoSettings | None = None) -> Report:
                   + (f"; timed at batch {', '.join(map(str, settings.bench_batches))}"
                      if settings.bench_batches else ""))
     rows += onnx_rows
+    rows += _openvino(space, out, jobs, configs["trt"].batch, settings.bench_batches)
     rows += _tensorrt(space, out, jobs[:2], configs["trt"])
     # The config is nested, so the report is told about random weights, not left to guess.
     report = Report(rows=rows, config={"demo": asdict(settings)},
@@ -129,6 +131,21 @@ def run_demo(settings: DemoSettings | None = None) -> Report:
         console.print(f"its outputs in {out / FOLDER}: ptq.pt, report.json, report.md, "
                       "report.png, sensitivity.json")
     return report
+
+
+def _openvino(space, out: Path, jobs: list[DeployJob], batch: int,
+              bench_batches: tuple[int, ...]) -> list:
+    """The same ONNX files on OpenVINO where it is installed (the `openvino` extra)."""
+    backend = get_backend("openvino")
+    reason = backend.unavailable()
+    if reason is not None:
+        console.print(f"OpenVINO step skipped: {reason}", markup=False)
+        return []
+    _stage("OpenVINO")
+    rows = deploy(backend, jobs, space, out, batch, bench_batches).rows
+    console.print("mAP@.5:.95 " + ", ".join(f"{row.model} {_points(row.map50_95)}"
+                                            for row in rows))
+    return rows
 
 
 def _tensorrt(space, out: Path, jobs: list[DeployJob], config: PtqConfig) -> list:

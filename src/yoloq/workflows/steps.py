@@ -231,7 +231,8 @@ def export_pair(model, space: Workspace, config: PtqConfig, out: Path, name: str
         return detector_metadata(space.names, space.img_size, space.stride, precision, profile)
 
     quantized = export_detector(model, out / f"{name}.onnx", space.img_size, config.opset,
-                                metadata=metadata("int8", config.profile))
+                                metadata=metadata("int8", config.profile),
+                                int8_weights=config.stores_int8_weights)
     float_path = out / "float.onnx"
     if not float_path.exists():
         export_detector(space.float_model, float_path, space.img_size, config.opset,
@@ -278,8 +279,11 @@ def check_export(predictor: Predictor, out: str | Path, img_size: int, opset: in
 
 
 def deploy_backends(trt: bool) -> list[Backend]:
-    """ONNX Runtime always, TensorRT with --trt; each checked before any long work."""
-    backends = [get_backend("onnxruntime"), *([get_backend("tensorrt")] if trt else [])]
+    """ONNX Runtime always, OpenVINO where it is installed (the `openvino` extra), TensorRT
+    with --trt; each checked before any long work."""
+    openvino = get_backend("openvino")
+    backends = [get_backend("onnxruntime"), *([openvino] if openvino.unavailable() is None else []),
+                *([get_backend("tensorrt")] if trt else [])]
     for backend in backends:
         backend.check()
     return backends
