@@ -43,7 +43,13 @@ from yoloq.models import load_model
 from yoloq.models.quantized import quantize_yolo
 from yoloq.quant import calibrate
 from yoloq.runtime.bench import Runner, onnx_runner, time_runners
-from yoloq.runtime.openvino import OpenVinoModel, check_int8, openvino_runner, shared_core
+from yoloq.runtime.openvino import (
+    OpenVinoModel,
+    check_int8,
+    default_float_precision,
+    openvino_runner,
+    shared_core,
+)
 
 DEMO_MODELS = {"demo": 320, "demo-v5": 320}  # trained on the synthetic set, at 320 px
 MODELS = ("demo", "demo-v5", "yolov7-tiny", "yolov5s", "yolov7")
@@ -172,8 +178,7 @@ def versions() -> dict:
     nncf_version = __import__("nncf").__version__ if nncf else None
     return {"onnxruntime": onnxruntime.__version__, "openvino": ov.get_version(),
             "nncf": nncf_version,
-            "ov_default_precision": str(shared_core().get_property("CPU",
-                                                               "INFERENCE_PRECISION_HINT"))}
+            "ov_default_precision": default_float_precision()}
 
 
 def markdown(data: dict) -> str:
