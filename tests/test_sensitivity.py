@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -292,3 +295,34 @@ def test_a_results_file_of_a_newer_schema_is_refused(tmp_path):
     path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 9}))
     with pytest.raises(Exception, match="schema_version 9 is newer"):
         ResultsStore(path, {"a": 1})
+
+
+def test_two_processes_split_the_units_and_a_rerun_keeps_finished_ones(
+        tiny_yolo, tiny_data, tmp_path):
+    """torchrun with 2 gloo processes scores what one process scores; a shard left by an
+    interrupted run is taken up, its units not scored again (a planted score survives)."""
+    ptq = fragile_checkpoint(tiny_yolo, tmp_path / "ptq.pt")
+    settings = dict(weights=str(tiny_yolo), data=str(tiny_data), ptq=str(ptq), mode="proxy",
+                    batch=4, proxy_batches=1, workers=0, val_images=4, top=1)
+    alone = run_sensitivity(SensitivityConfig(out=str(tmp_path / "one"), **settings))
+    one = json.loads((tmp_path / "one" / "sensitivity.json").read_text())
+    out = tmp_path / "two"
+    out.mkdir()
+    planted = alone.ranking[-1][0]  # rank 1's unit or rank 0's: every rank reads every shard
+    shard = {**one, "reference": {}, "scores": {planted: 12345.0}}
+    (out / "sensitivity.rank1.json").write_text(json.dumps(shard))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "-m", "yoloq", "sensitivity", "--out", str(out),
+               "--weights", settings["weights"], "--data", settings["data"], "--ptq",
+               settings["ptq"], "--mode", "proxy", "--batch", "4", "--proxy-batches", "1",
+               "--workers", "0", "--val-images", "4", "--top", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    merged = json.loads((out / "sensitivity.json").read_text())
+    assert not list(out.glob("sensitivity.rank*.json"))  # merged, then removed
+    assert merged["scores"].pop(planted) == 12345.0
+    expected = {name: score for name, score in one["scores"].items() if name != planted}
+    assert merged["scores"].keys() == expected.keys()
+    for name, score in expected.items():
+        assert merged["scores"][name] == pytest.approx(score, rel=1e-4, abs=1e-12)

@@ -185,10 +185,40 @@ def units_by_path(model: nn.Module, depth: int | None = None, regroup: Regroup |
     return Units(model, unit_of, regroup)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One process's share of the units when several processes score them (torchrun):
+    every `world`-th unit in model order, starting at `rank`."""
+
+    rank: int = 0
+    world: int = 1
+
+    def mine(self, names: Iterable[str]) -> list[str]:
+        return [name for index, name in enumerate(names) if index % self.world == self.rank]
+
+
+ONE_PROCESS = Shard()  # every unit
+
+
+def shard_path(path: Path, rank: int) -> Path:
+    """Where process `rank` keeps its scores: sensitivity.json -> sensitivity.rank1.json."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def _shard_files(path: Path) -> list[Path]:
+    path = Path(path)
+    return sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}"))
+
+
 class ResultsStore:
     """A JSON file: the settings the scores were computed with, reference values, and a
     score per finished unit. Written atomically after every record, so an interrupted
-    run loses at most one unit; reopened with other settings, it refuses."""
+    run loses at most one unit; reopened with other settings, it refuses.
+
+    Several processes share the work through shard files (`for_rank`), which the main
+    process merges into the one file (`merge_shards`); a run that crashed leaves its
+    shards, and the rerun takes up every unit they hold."""
 
     def __init__(self, path: Path, settings: dict):
         self.path, self.settings = Path(path), settings
@@ -203,6 +233,34 @@ class ResultsStore:
                 raise YoloqError(f"{self.path} was computed with other settings "
                                  f"({saved.get('settings')}); use another --out to start over")
             self.data = {**saved, "schema_version": SCHEMA_VERSION}
+
+    @classmethod
+    def for_rank(cls, path: Path, settings: dict, rank: int, reference: dict) -> ResultsStore:
+        """Process `rank`'s shard of the store at `path`: its own file, holding from the
+        start every score already in the main file or any shard (so that a rerun, with
+        any number of processes, scores only what no process finished), and the main
+        store's reference values."""
+        store = cls(shard_path(path, rank), settings)
+        for known in (Path(path), *_shard_files(path)):
+            if known.is_file() and known != store.path:
+                saved = cls(known, settings)  # refuses other settings, as the main file does
+                store.data["scores"] = {**saved.scores, **store.scores}
+        store.data["reference"] = {**reference, **store.reference}
+        return store
+
+    def merge_shards(self) -> int:
+        """Take in the scores of every shard file beside this store, then remove them;
+        the number of scores taken in."""
+        merged = 0
+        for path in _shard_files(self.path):
+            shard = ResultsStore(path, self.settings)
+            new = {name: score for name, score in shard.scores.items() if name not in self.scores}
+            self.data["scores"].update(new)
+            merged += len(new)
+        self.save()
+        for path in _shard_files(self.path):
+            path.unlink()
+        return merged
 
     @property
     def scores(self) -> dict[str, float]:
@@ -232,17 +290,18 @@ def read_results(path: Path) -> dict:
 
 def score_units(units: Units, measure: Callable[[], float], store: ResultsStore,
                 inverse: bool = False, baseline: float | None = None,
-                show_progress: bool = True) -> dict[str, float]:
-    """Score every unit not yet in `store` with `measure()` (higher = better model),
-    turning it off (or, with `inverse`, only it on). The score is what the unit costs:
-    measure(unit off) - baseline, or baseline - measure(only the unit on)."""
-    todo = [name for name in units if name not in store.scores]
+                show_progress: bool = True, shard: Shard = ONE_PROCESS) -> dict[str, float]:
+    """Score every unit of this process's `shard` not yet in `store` with `measure()`
+    (higher = better model), turning it off (or, with `inverse`, only it on). The score
+    is what the unit costs: measure(unit off) - baseline, or baseline - measure(only the
+    unit on). Returns the scores the store has (every unit's, in one process)."""
+    todo = [name for name in shard.mine(units) if name not in store.scores]
     units.prepare(todo, inverse)
     for name in progress(todo, "sensitivity", enabled=show_progress):
         with units.only(name) if inverse else units.off([name]):
             value = measure()
         store.record(name, baseline - value if inverse else value - baseline)
-    return {name: store.scores[name] for name in units}
+    return {name: store.scores[name] for name in units if name in store.scores}
 
 
 def rank(scores: dict[str, float]) -> list[tuple[str, float]]:

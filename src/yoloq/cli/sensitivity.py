@@ -28,7 +28,10 @@ def register(subparsers) -> None:
         "fall of the output error against the float model on a few batches (--mode proxy, "
         "much faster). Writes sensitivity.json after every layer, sensitivity.png, and "
         "ignore.txt for `yoloq ptq --ignore-file`. With --target-drop, keeps the fewest "
-        "layers float that bring the mAP drop under the target, verifying each by mAP.",
+        "layers float that bring the mAP drop under the target, verifying each by mAP. "
+        "Under `torchrun --nproc-per-node N yoloq sensitivity ...` the layers are split "
+        "across N processes (gloo on the CPU), each writing sensitivity.rankR.json, merged "
+        "into sensitivity.json; a rerun after a crash scores only what no process finished.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="float model (.pt, name, 'demo')")
     parser.add_argument("--data", required=True, help=DATA_HELP)
@@ -65,6 +68,8 @@ def run(args) -> int:
                                quantize_head=bool(args.quantize_head))
     check_output_dir(Path(config.out), exist_ok=True)  # a rerun resumes in its folder
     result = run_sensitivity(config)
+    if result is None:  # a torchrun process other than the first: its units are merged
+        return 0
     console.print(sensitivity_table(result.ranking, config.mode))
     if result.search:
         search = result.search

@@ -10,6 +10,12 @@ the float model on a few calibration batches), and the store in --out.
   and measure mAP. One evaluation per layer.
 - `proxy`: turn only that layer off and measure how much the detection error of the
   outputs against the float model falls. No NMS, no COCOeval: a fraction of the time.
+
+Under `torchrun --nproc-per-node N` the units are split across the processes: each
+scores every N-th unit into its own shard file (`sensitivity.rankR.json`), the first
+merges them into `sensitivity.json` and goes on alone (ranking, search, outputs). A
+rerun after a crash (torchrun stops every process when one dies) scores only the
+units no shard holds.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from yoloq.runtime.bench import BenchResult
 from yoloq.sensitivity import (
     ResultsStore,
     SearchResult,
+    Shard,
     Units,
     rank,
     score_units,
@@ -55,6 +62,11 @@ from yoloq.workflows.steps import (
     reference_maps,
     regroup_for,
     select_map,
+)
+from yoloq.workflows.training.distributed import (
+    Distributed,
+    start_distributed,
+    stop_distributed,
 )
 
 MODES = ("map", "proxy")
@@ -109,12 +121,21 @@ class SensitivityRun:
     latency: BenchResult | None = None
 
 
-def run_sensitivity(config: SensitivityConfig) -> SensitivityRun:
+def run_sensitivity(config: SensitivityConfig) -> SensitivityRun | None:
+    """The ranking (and search) of `config`; None in the processes of a torchrun other
+    than the first, which leave the rest to it once their units are scored."""
+    context = start_distributed(config.device)
+    try:
+        return _run(config, context)
+    finally:
+        stop_distributed(context)
+
+
+def _run(config: SensitivityConfig, context: Distributed) -> SensitivityRun | None:
     out = Path(config.out)
     ptq_config = _ptq_config(config)
     space = prepare(ptq_config)
     out.mkdir(parents=True, exist_ok=True)
-    store = ResultsStore(out / RESULTS_FILE, config.settings())
     model, method = _quantized_model(config, ptq_config, space)
     regroup = regroup_for(model, space, method, ptq_config.percentile)
     units = yolo_units(model, config.granularity, regroup)
@@ -122,13 +143,30 @@ def run_sensitivity(config: SensitivityConfig) -> SensitivityRun:
     def map_now() -> float:
         return select_map(model, space, "the sensitivity ranking and search", config.device)
 
-    reference = _reference(store, model, space, config)
+    store = None
+    if context.main:  # the references (two evaluations in map mode) once, by the first
+        store = ResultsStore(out / RESULTS_FILE, config.settings())
+        _reference(store, model, space, config)
+    context.barrier()
+    store = store or ResultsStore(out / RESULTS_FILE, config.settings())
+    reference = store.reference
+    shard = Shard(context.rank, context.world)
+    scoring = store if context.world == 1 else ResultsStore.for_rank(
+        store.path, config.settings(), context.rank, reference)
     if config.mode == "proxy":
-        scores = proxy_scores(model, space.calib_loader, units, store, config.proxy_batches,
-                              config.device)
+        proxy_scores(model, space.calib_loader, units, scoring, config.proxy_batches,
+                     config.device, shard=shard)
     else:
         baseline = reference["float" if config.inverse else "ptq"]
-        scores = score_units(units, map_now, store, config.inverse, baseline)
+        score_units(units, map_now, scoring, config.inverse, baseline, shard=shard)
+    context.barrier()
+    if not context.main:
+        return None
+    if context.world > 1:
+        store.merge_shards()
+    scores = {name: store.scores[name] for name in units}
+    if config.mode == "proxy" and "proxy_error" not in store.reference:
+        store.record("proxy_error", scoring.reference["proxy_error"], section="reference")
     run = SensitivityRun(rank(scores), store.path)
     if config.target_drop is not None:
         run.search = search_fallback(

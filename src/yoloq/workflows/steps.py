@@ -35,7 +35,15 @@ from yoloq.runtime.backends import get_backend
 from yoloq.runtime.bench import BenchResult
 from yoloq.runtime.ort import OrtModel
 from yoloq.runtime.predictor import Backend, DeployJob, DeployTarget, Predictor
-from yoloq.sensitivity import Regroup, ResultsStore, Units, output_error_measure, score_units
+from yoloq.sensitivity import (
+    ONE_PROCESS,
+    Regroup,
+    ResultsStore,
+    Shard,
+    Units,
+    output_error_measure,
+    score_units,
+)
 from yoloq.workflows.config import AUTO, PtqConfig
 
 
@@ -370,15 +378,17 @@ def regroup_for(model: nn.Module, space: Workspace, method: str,
 
 
 def proxy_scores(model: nn.Module, loader, units: Units, store: ResultsStore, batches: int = 4,
-                 device: str = "cpu", show_progress: bool = True) -> dict[str, float]:
-    """Proxy sensitivity of every unit on the first `batches` batches of `loader`."""
+                 device: str = "cpu", show_progress: bool = True,
+                 shard: Shard = ONE_PROCESS) -> dict[str, float]:
+    """Proxy sensitivity of every unit (of this process's `shard`) on the first `batches`
+    batches of `loader`."""
     images = [batch[0].to(device) for _, batch in zip(range(batches), loader)]
     negative_error = output_error_measure(model, images, detector_output_error)
     if "proxy_error" not in store.reference:
         store.record("proxy_error", -negative_error(), section="reference")
     baseline = -store.reference["proxy_error"]
     return score_units(units, negative_error, store, baseline=baseline,
-                       show_progress=show_progress)
+                       show_progress=show_progress, shard=shard)
 
 
 def plot_sensitivity(ranking: list[tuple[str, float]], path: Path, mode: str,
