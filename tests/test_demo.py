@@ -71,6 +71,9 @@ def test_demo_runs_every_stage(demo_subset, tmp_path):
         if openvino else [])
     # Each OpenVINO row says how many convolutions ran in int8.
     assert all("conv int8" in row.notes for row in rows if row.backend == "openvino")
+    # Every INT8 row, OpenVINO's too, has its drop against its own backend's float row.
+    assert all(row.drop_interval for row in rows if row.precision == "int8"
+               and row.backend != "torch")
     assert all(row.map50_95 is not None for row in report.rows)
     files = {path.name for path in (tmp_path / "demo").iterdir()}
     assert {"ptq_trt.pt", "ptq_ort.pt", "ptq_trt.onnx", "ptq_ort.onnx", "float.onnx",

@@ -179,9 +179,10 @@ def batch_sizes(report: Report) -> list[str]:
 
 def reference_rows(report: Report) -> dict[str, ReportRow]:
     """Per backend, the row others are compared with: its first fp32 row, else its first
-    fp16 row (TensorRT's float baseline is an FP16 engine)."""
+    fp16 row (TensorRT's float baseline is an FP16 engine), else bf16 (OpenVINO's float
+    on CPUs with BF16)."""
     references: dict[str, ReportRow] = {}
-    for precision in ("fp32", "fp16"):
+    for precision in ("fp32", "fp16", "bf16"):
         for row in report.rows:
             if row.precision == precision:
                 references.setdefault(row.backend, row)
