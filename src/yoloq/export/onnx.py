@@ -88,16 +88,32 @@ _CLAMPS = {
 }
 
 
+def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Every initializer and Constant output of `graph`, by name, as an array (tensors
+    stored as external data, in models over 2 GB, are left out)."""
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer
+              if init.data_location != onnx.TensorProto.EXTERNAL}
+    values.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t)
+                   for node in graph.node if node.op_type == "Constant" and node.attribute
+                   and node.attribute[0].name == "value"})
+    return values
+
+
+def readers_of(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """For every tensor name, the nodes that read it."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 def _fold_constant_clamps(path: str) -> None:
     """Replace every Max / Min / Clip whose inputs are all constants by its value, so that
     a weight's Q reads a stored tensor (TensorRT and `yoloq lint` tell weights by that).
     Tensors stored as external data (models over 2 GB) are left as they are."""
     proto = onnx.load(path, load_external_data=False)
-    values = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer
-              if init.data_location != onnx.TensorProto.EXTERNAL}
-    values.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t)
-                   for node in proto.graph.node
-                   if node.op_type == "Constant" and node.attribute[0].name == "value"})
+    values = constant_values(proto.graph)
     origin, folded, kept = {}, {}, []
     for node in proto.graph.node:  # in topological order: a Max feeding a Min folds too
         names = list(node.input)

@@ -14,13 +14,15 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from yoloq.export.onnx import constant_values, readers_of
+
 
 def store_int8_weights(proto: onnx.ModelProto) -> int:
     """Quantize every constant that a QuantizeLinear reads, in place; the number of
     weights so stored. Tensors kept as external data (models over 2 GB) stay float."""
     graph = proto.graph
-    constants = _constants(graph)
-    readers = _readers(graph)
+    constants = constant_values(graph)
+    readers = readers_of(graph)
     replaced: dict[str, str] = {}  # a Q's output -> the int8 initializer that replaces it
     stored = []
     for node in graph.node:
@@ -55,23 +57,6 @@ def quantize_like_onnx(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray 
     info = np.iinfo(dtype)
     values = np.rint(x / scale) + zero
     return np.clip(values, info.min, info.max).astype(dtype)
-
-
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer
-              if init.data_location != onnx.TensorProto.EXTERNAL}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
-
-
-def _readers(graph: onnx.GraphProto) -> dict[str, list]:
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    return readers
 
 
 def _inputs(node) -> list[str]:

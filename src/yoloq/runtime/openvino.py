@@ -30,6 +30,7 @@ import torch
 from onnx import numpy_helper
 
 from yoloq.errors import YoloqError
+from yoloq.export.onnx import constant_values, readers_of
 from yoloq.runtime.bench import BenchResult, Runner, random_images, time_runners
 from yoloq.runtime.predictor import Backend, Predictor, export_metadata, exported_predictor
 
@@ -144,13 +145,11 @@ def unsigned_activations(proto: onnx.ModelProto) -> int:
     values, [-128, 127] steps. Weights (a QuantizeLinear of a constant) stay int8, as
     OpenVINO's int8 kernels want them. Returns how many were rewritten."""
     graph = proto.graph
-    constants = {init.name for init in graph.initializer}
-    constants |= {node.output[0] for node in graph.node if node.op_type == "Constant"}
-    zeros = _int8_zeros(graph)
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    values = constant_values(graph)
+    constants = set(values) | {init.name for init in graph.initializer}  # external ones too
+    zeros = {name: value.shape for name, value in values.items()
+             if value.dtype == np.int8 and not value.any()}  # zero points
+    readers = readers_of(graph)
     rewritten = 0
     for node in list(graph.node):
         if (node.op_type != "QuantizeLinear" or node.input[0] in constants or len(node.input) < 3
@@ -166,21 +165,6 @@ def unsigned_activations(proto: onnx.ModelProto) -> int:
             quantizer.input[2] = name
         rewritten += 1
     return rewritten
-
-
-def _int8_zeros(graph: onnx.GraphProto) -> dict[str, tuple]:
-    """The int8 tensors that are all zeros (zero points), by name: their shapes."""
-    tensors = {init.name: init for init in graph.initializer}
-    tensors.update({node.output[0]: node.attribute[0].t for node in graph.node
-                    if node.op_type == "Constant" and node.attribute
-                    and node.attribute[0].name == "value"})
-    zeros = {}
-    for name, tensor in tensors.items():
-        if tensor.data_type == onnx.TensorProto.INT8:
-            value = numpy_helper.to_array(tensor)
-            if not value.any():
-                zeros[name] = value.shape
-    return zeros
 
 
 def default_float_precision(hint: str = "default") -> str:
@@ -269,16 +253,18 @@ class OpenVinoBackend(Backend):
         warmup, iters = options.get("warmup", 10), options.get("iters", 50)
         precision = options.get("precision", self.precision_hint)
         models = [OpenVinoModel(path, precision, options.get("threads")) for path in paths]
-        runners, notes = [], {}
+        runners, notes, first_shapes = [], {}, []
         for model in models:
             runner, shapes = openvino_runner(model, batch_sizes, img_size)
             runners.append(runner)
-            notes[runner.name] = check_int8(model, shapes[batch_sizes[0]],
+            first_shapes.append(shapes[batch_sizes[0]])
+            notes[runner.name] = check_int8(model, first_shapes[-1],
                                             options.get("require_int8", False))
+        # The runtime's settings as the baseline (the first model) was compiled with them.
         result = time_runners(runners, batch_sizes, warmup, iters,
                               options.get("show_progress", True),
                               {"threads": options.get("threads"), "img_size": img_size,
-                               **openvino_settings(models[0], shapes[batch_sizes[0]])})
+                               **openvino_settings(models[0], first_shapes[0])})
         return with_notes(result, notes)
 
 
