@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from yoloq.cli import main
+from yoloq.workflows.demo_hard_case import HardCase
 
 
 def test_help_lists_the_commands_in_pipeline_order(capsys):
@@ -118,9 +119,12 @@ def test_every_demo_section_has_content(tiny_yolo, tiny_data, tmp_path, monkeypa
     # The proxy sensitivity (tested on its own) is most of the time; its section has the
     # PTQ lines besides.
     monkeypatch.setattr(demo, "_proxy_sensitivity", lambda *args, **kwargs: None)
+    hard_case = HardCase(candidates=1, max_layers=1, proxy_batches=1, qat_epochs=1,
+                         qat_iters=1)
     demo.run_demo(demo.DemoSettings(out=str(tmp_path / "demo"), data=str(tiny_data),
                                     weights=str(tiny_yolo), method="max", val_images=2,
-                                    calib_images=2, bench_batches=(), workers=0))
+                                    calib_images=2, bench_batches=(), workers=0,
+                                    hard_case=hard_case))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     headers = [i for i, line in enumerate(lines) if line.startswith("─")]
     titles = [lines[i].strip("─ ") for i in headers]

