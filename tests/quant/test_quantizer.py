@@ -90,3 +90,26 @@ def test_gradients_pass_straight_through():
     q(x).sum().backward()
     # Inside the range the gradient is 1, outside it is 0 (clipped).
     assert torch.equal(x.grad, (x.abs() <= 1.0 + 1 / 254).float())
+
+
+@pytest.mark.parametrize("spec", [QuantSpec(), QuantSpec(num_bits=7), QuantSpec(unsigned=True)],
+                         ids=["int8", "int7", "uint8"])
+def test_cpu_fake_quantization_equals_torchs_op_values_and_gradient(spec):
+    """The quantizer's own CPU path (faster than torch's kernel) against torch's op, on
+    values past amax and exactly half-way between two steps (rounded half to even)."""
+    torch.manual_seed(0)
+    quantizer = TensorQuantizer(spec)
+    quantizer.set_amax(2.5)
+    scale = quantizer._scale
+    x = torch.randn(20000) * 3
+    x[:2000] = (torch.randint(-300, 300, (2000,)).float() + 0.5) * scale
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    low, high = quantizer.quant_range()
+    expected = torch.fake_quantize_per_tensor_affine(theirs, scale, quantizer._zero_point,
+                                                     low, high)
+    got = quantizer(ours)
+    (got * x).sum().backward()
+    (expected * x).sum().backward()
+    assert torch.equal(got, expected)
+    assert torch.equal(ours.grad, theirs.grad)
+    assert 0 < (ours.grad == 0).sum() < len(x)  # values past the range pass no gradient
