@@ -26,6 +26,8 @@ from yoloq.workflows.steps import (
     regroup_for,
     save_checkpoint,
     select_map,
+    select_reading,
+    significant_gain,
 )
 
 QAT_LR = "0:1e-5"  # the demo's short-QAT schedule
@@ -121,11 +123,11 @@ def yoloq_search(section: Section, profile: str, quantize_head: bool) -> dict:
     search = search_fallback(
         groups,
         candidates,
-        lambda: select_map(model, space, SEARCH),
+        lambda: select_reading(model, space, SEARCH),
         reference["float"]["map50_95"],
         settings.target_drop / 100,
         settings.max_fallback,
-        start_map=reference["ptq"]["map50_95"],
+        judge=significant_gain,
     )
     name = f"yoloq_search_{profile}_{head_key(quantize_head)}.onnx"
     path = export(model, space, section.work / name, profile)

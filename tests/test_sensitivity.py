@@ -13,6 +13,7 @@ from yoloq.models.sensitivity import detection_error, detector_output_error, yol
 from yoloq.quant import QuantMode, calibrate, disable_quantization
 from yoloq.quant.calibrate import calibrate_groups
 from yoloq.sensitivity import (
+    Measurement,
     ResultsStore,
     output_error_measure,
     rank,
@@ -20,6 +21,7 @@ from yoloq.sensitivity import (
     search_fallback,
 )
 from yoloq.workflows.sensitivity import SensitivityConfig, run_sensitivity
+from yoloq.workflows.steps import significant_gain
 
 FRAGILE = "model.4"
 
@@ -260,6 +262,21 @@ def test_fragile_layer_ranks_first_by_map(demo_subset):
     scores = score_units(groups, measure, ResultsStore(demo_subset.parent / "s.json", {}),
                           baseline=measure(), show_progress=False)
     assert rank(scores)[0][0] == FRAGILE and scores[FRAGILE] > 0.05
+
+    # The search in model order (the fragile layer fifth), to a target it cannot reach:
+    # each layer is kept float only where its gain's paired interval excludes 0, so
+    # exactly the fragile one, though others may gain a little by chance.
+    def reading():
+        with torch.inference_mode():
+            result = evaluate(lambda x: model(x)[0], loader, progress=False)
+        return Measurement(result.map50_95, result)
+
+    search = search_fallback(groups, list(groups), reading, float_map=1.0, target_drop=0.0,
+                             max_layers=6, show_progress=False, judge=significant_gain)
+    assert search.fallback == [FRAGILE]
+    fragile_step = next(step for step in search.history if step["layer"] == FRAGILE)
+    assert fragile_step["gain_interval"][0] > 0 and fragile_step["gain"] > 0.05
+    assert all(step["gain_interval"][0] <= 0 for step in search.history if not step["kept_float"])
 
 
 def test_the_algorithm_ranks_a_broken_unit_first_on_a_non_yolo_model(tmp_path):

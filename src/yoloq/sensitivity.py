@@ -11,7 +11,8 @@ The caller supplies three things and this module knows nothing else of the model
 
 `score_units` turns each unit off (or, inverse, only it on) and scores what that
 changes; `rank` orders them; `search_fallback` keeps the fewest units float that bring
-the drop under a target, greedily, verifying every step with the measure. Example::
+the drop under a target, greedily, verifying every step with the measure (and a
+`Judge` of what counts as a gain: a noisy measure asks for a significant one). Example::
 
     units = units_by_path(model, depth=1)                  # "layer1", "fc", ...
     measure = output_error_measure(model, batches, squared_error)
@@ -339,6 +340,28 @@ def _tensors(output) -> list[torch.Tensor]:
     return [output] if isinstance(output, torch.Tensor) else list(output)
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """A measure's reading: its value (higher = better) and what a `Judge` may need to
+    compare two readings beyond it (the YOLO workflow: the evaluation, for intervals)."""
+
+    value: float
+    detail: object = None
+
+
+# judge(current, candidate) -> (keep the candidate's unit float?, what to record of it)
+Judge = Callable[[Measurement, Measurement], tuple[bool, dict]]
+
+
+def higher_value(current: Measurement, candidate: Measurement) -> tuple[bool, dict]:
+    """Keep any gain: for measures without noise (an output error on fixed batches)."""
+    return candidate.value > current.value, {}
+
+
+def _reading(value: float | Measurement) -> Measurement:
+    return value if isinstance(value, Measurement) else Measurement(float(value))
+
+
 @dataclass
 class SearchResult:
     fallback: list[str]
@@ -352,37 +375,50 @@ class SearchResult:
         return self.float_map - self.final_map
 
 
-def search_fallback(units: Units, ranking: list[str], measure: Callable[[], float],
+def search_fallback(units: Units, ranking: list[str], measure: Callable[[], float | Measurement],
                     float_map: float, target_drop: float, max_layers: int = 10,
                     start_map: float | None = None, show_progress: bool = True,
                     done_steps: Iterable[dict] = (),
-                    on_step: Callable[[list[dict]], None] | None = None) -> SearchResult:
+                    on_step: Callable[[list[dict]], None] | None = None,
+                    judge: Judge = higher_value) -> SearchResult:
     """Fall back units to float in `ranking` order until the drop is <= target_drop.
 
-    Each candidate is kept float only if the measure improves; otherwise it is
-    quantized again. Stops as soon as the target is met, after `max_layers` fallbacks,
-    or when the ranking is exhausted. The fallbacks stay disabled on return.
+    Each candidate is kept float only where `judge` finds it improves the model (by
+    default: any gain; a noisy measure wants a judge that asks for a significant one);
+    otherwise it is quantized again. Stops as soon as the target is met, after
+    `max_layers` fallbacks, or when the ranking is exhausted. The fallbacks stay
+    disabled on return.
 
     `done_steps` (the history of an interrupted search over the same ranking) are
-    replayed without measuring; `on_step(history)` is called after every new step, so
-    the caller can save it.
+    replayed without measuring, and the model they leave is measured once before the
+    next step; `on_step(history)` is called after every new step, so the caller can
+    save it. `start_map` (the measure of the model as given) spares a measurement
+    unless the judge needs a reading's detail.
     """
-    recorded = {step["layer"]: step["map50_95"] for step in done_steps}
-    current = measure() if start_map is None else start_map
-    result = SearchResult([], current, current, float_map)
+    recorded = {step["layer"]: step for step in done_steps}
+    current = _reading(measure()) if start_map is None else Measurement(start_map)
+    judge_reads_details = judge is not higher_value
+    result = SearchResult([], current.value, current.value, float_map)
     for unit in progress(ranking, "mixed-precision search", enabled=show_progress):
-        if float_map - current <= target_drop or len(result.fallback) >= max_layers:
+        if float_map - current.value <= target_drop or len(result.fallback) >= max_layers:
             break
         units.disable([unit])
-        value = recorded[unit] if unit in recorded else measure()
-        kept = value > current
-        result.history.append({"layer": unit, "map50_95": value, "kept_float": kept})
+        if unit in recorded:
+            step = recorded[unit]
+            kept, candidate = step["kept_float"], Measurement(step["map50_95"])
+        else:
+            if current.detail is None and judge_reads_details:
+                current = _reading(measure())  # the model as it is now, with its detail
+            candidate = _reading(measure())
+            kept, notes = judge(current, candidate)
+            step = {"layer": unit, "map50_95": candidate.value, "kept_float": kept, **notes}
+        result.history.append(step)
         if kept:
             result.fallback.append(unit)
-            current = value
+            current = candidate
         else:
             units.enable([unit])
         if on_step is not None and unit not in recorded:
             on_step(result.history)
-    result.final_map = current
+    result.final_map = current.value
     return result

@@ -28,7 +28,9 @@ def register(subparsers) -> None:
         "fall of the output error against the float model on a few batches (--mode proxy, "
         "much faster). Writes sensitivity.json after every layer, sensitivity.png, and "
         "ignore.txt for `yoloq ptq --ignore-file`. With --target-drop, keeps the fewest "
-        "layers float that bring the mAP drop under the target, verifying each by mAP. "
+        "layers float that bring the mAP drop under the target, in ranking order, each "
+        "only where the paired bootstrap interval of its mAP gain on the select images "
+        "excludes 0 (a gain inside the noise is not kept). "
         "Under `torchrun --nproc-per-node N yoloq sensitivity ...` the layers are split "
         "across N processes (gloo on the CPU), each writing sensitivity.rankR.json, merged "
         "into sensitivity.json; a rerun after a crash scores only what no process finished.",
@@ -45,7 +47,7 @@ def register(subparsers) -> None:
     parser.add_argument("--proxy-batches", type=int, default=4, help="batches for the proxy")
     parser.add_argument("--target-drop", type=float,
                         help="mixed-precision search: target mAP@.5:.95 drop in points")
-    parser.add_argument("--max-layers", type=int, default=10, help="most layers kept float")
+    parser.add_argument("--max-layers", type=int, default=3, help="most layers kept float")
     parser.add_argument("--top", type=int, default=3,
                         help="without a search: layers written to ignore.txt")
     parser.add_argument("--profile", choices=("trt", "ort"), default="trt")
@@ -76,9 +78,9 @@ def run(args) -> int:
         console.print(f"kept float: {', '.join(search.fallback) or 'none'}; mAP@.5:.95 drop "
                       f"{100 * (search.float_map - search.start_map):.2f} -> "
                       f"{100 * search.final_drop:.2f} points")
-        if result.latency is not None:
-            for stats in (s for s in result.latency.stats if s.model.endswith("mixed.onnx")):
-                console.print(f"latency batch {stats.batch}: {stats.median_ms:.2f} ms, "
-                              f"{stats.ratio:.2f}x the all-INT8 model")
+        for backend, latency in result.latency.items():
+            for stats in (s for s in latency.stats if s.model.endswith("mixed.onnx")):
+                console.print(f"{backend} latency batch {stats.batch}: {stats.median_ms:.2f} "
+                              f"ms, {stats.ratio:.2f}x the all-INT8 model")
     console.print(f"wrote {config.out}: sensitivity.json, sensitivity.png, ignore.txt")
     return 0

@@ -3,8 +3,8 @@
 demo-v5 (YOLOv5n at quarter width, SiLU) with its detection head's convolutions
 quantized too loses points that the head-float demo model does not. This stage
 measures the float model and its PTQ on the report images, then the two ways back
-that yoloq has: the mixed-precision search (the proxy ranking's most sensitive layers
-kept float while the select mAP improves) and a short QAT from the PTQ model (best
+that yoloq has: the mixed-precision search (the proxy ranking's most sensitive layers,
+each kept float where its select mAP gain is significant) and a short QAT from the PTQ model (best
 epoch on select). Every row's drop against float carries its paired bootstrap
 interval; everything lands in OUT/hard_case.
 """
@@ -36,6 +36,8 @@ from yoloq.workflows.steps import (
     regroup_for,
     save_checkpoint,
     select_map,
+    select_reading,
+    significant_gain,
     torch_row,
     with_intervals,
 )
@@ -116,8 +118,9 @@ def _search(case: HardCase, model, space: Workspace, method: str,
     candidates = [name for name, _ in rank(scores)][: case.candidates]
     float_select = select_map(space.float_model, space, "the search's float reference")
     search = search_fallback(units, candidates,
-                             lambda: select_map(model, space, "the mixed-precision search"),
-                             float_select, case.target_drop / 100, case.max_layers)
+                             lambda: select_reading(model, space, "the mixed-precision search"),
+                             float_select, case.target_drop / 100, case.max_layers,
+                             judge=significant_gain)
     console.print(f"search on {len(space.select_loader.dataset)} select images: "
                   f"{100 * search.start_map:.2f} -> {100 * search.final_map:.2f} "
                   f"(float {100 * float_select:.2f}), {len(search.history)} layers tried")

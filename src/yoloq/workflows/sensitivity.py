@@ -20,7 +20,7 @@ units no shard holds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.nn as nn
@@ -62,6 +62,8 @@ from yoloq.workflows.steps import (
     reference_maps,
     regroup_for,
     select_map,
+    select_reading,
+    significant_gain,
 )
 from yoloq.workflows.training.distributed import (
     Distributed,
@@ -70,6 +72,7 @@ from yoloq.workflows.training.distributed import (
 )
 
 MODES = ("map", "proxy")
+LATENCY_BACKENDS = ("onnxruntime", "openvino")  # what the layers kept float cost, where
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class SensitivityConfig:
     val_images: int | None = 500
     proxy_batches: int = 4
     target_drop: float | None = None  # points of mAP@.5:.95
-    max_layers: int = 10
+    max_layers: int = 3
     top: int = 3  # layers written to ignore.txt without a search
     profile: str = "trt"
     method: str = "mse"
@@ -118,7 +121,7 @@ class SensitivityRun:
     ranking: list[tuple[str, float]]
     results_path: Path
     search: SearchResult | None = None
-    latency: BenchResult | None = None
+    latency: dict[str, BenchResult] = field(default_factory=dict)  # per backend
 
 
 def run_sensitivity(config: SensitivityConfig) -> SensitivityRun | None:
@@ -170,15 +173,18 @@ def _run(config: SensitivityConfig, context: Distributed) -> SensitivityRun | No
     run = SensitivityRun(rank(scores), store.path)
     if config.target_drop is not None:
         run.search = search_fallback(
-            units, [name for name, _ in run.ranking], map_now, reference["float"],
-            config.target_drop / 100, config.max_layers, start_map=reference["ptq"],
+            units, [name for name, _ in run.ranking],
+            lambda: select_reading(model, space, "the mixed-precision search", config.device),
+            reference["float"], config.target_drop / 100, config.max_layers,
             done_steps=reference.get("search_steps", ()),
-            on_step=lambda history: store.record("search_steps", history, "reference"))
+            on_step=lambda history: store.record("search_steps", history, "reference"),
+            judge=significant_gain)
         store.record("search", _search_summary(run.search), section="reference")
         if "report" not in store.reference:
             store.record("report", _report_maps(model, units, run.search, space, config),
                          section="reference")
         run.latency = _fallback_latency(model, units, run.search, space, ptq_config, out)
+        store.record("latency", latency_summary(run.latency), section="reference")
     _write_outputs(run, config, out)
     return run
 
@@ -253,14 +259,24 @@ def _search_summary(search: SearchResult) -> dict:
 
 
 def _fallback_latency(model: nn.Module, units: Units, search: SearchResult, space: Workspace,
-                      ptq_config: PtqConfig, out: Path) -> BenchResult:
-    """ONNX Runtime latency of the mixed-precision model against the all-INT8 one."""
+                      ptq_config: PtqConfig, out: Path) -> dict[str, BenchResult]:
+    """What the layers kept float cost: the mixed-precision model's latency against the
+    all-INT8 one, on ONNX Runtime and, where installed, OpenVINO ({backend: result})."""
     mixed, _ = export_pair(model, space, ptq_config, out, "mixed")
     units.enable(search.fallback)
     all_int8, _ = export_pair(model, space, ptq_config, out, "all_int8")
     units.disable(search.fallback)
-    return get_backend("onnxruntime").bench([all_int8, mixed], ptq_config.bench_batches,
-                                            space.img_size)
+    backends = [get_backend(name) for name in LATENCY_BACKENDS]
+    return {backend.name: backend.bench([all_int8, mixed], ptq_config.bench_batches,
+                                        space.img_size)
+            for backend in backends if backend.unavailable() is None}
+
+
+def latency_summary(latency: dict[str, BenchResult]) -> dict[str, dict[str, float]]:
+    """{backend: {"batch N": mixed / all-INT8 latency}}, for the results file."""
+    return {name: {f"batch {stats.batch}": round(stats.ratio, 3) for stats in result.stats
+                   if stats.model.endswith("mixed.onnx")}
+            for name, result in latency.items()}
 
 
 def _write_outputs(run: SensitivityRun, config: SensitivityConfig, out: Path) -> None:

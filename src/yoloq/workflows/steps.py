@@ -37,6 +37,7 @@ from yoloq.runtime.ort import OrtModel
 from yoloq.runtime.predictor import Backend, DeployJob, DeployTarget, Predictor
 from yoloq.sensitivity import (
     ONE_PROCESS,
+    Measurement,
     Regroup,
     ResultsStore,
     Shard,
@@ -166,6 +167,23 @@ def select_map(model: nn.Module, space: Workspace, step: str, device: str = "cpu
     workspace's select loader holds the report images."""
     require_select(space.select_loader.dataset, step)
     return evaluate_model(model, space, device, SELECT).map50_95
+
+
+def select_reading(model: nn.Module, space: Workspace, step: str,
+                   device: str = "cpu") -> Measurement:
+    """`select_map` with its evaluation kept, for `significant_gain` to pair with."""
+    require_select(space.select_loader.dataset, step)
+    result = evaluate_model(model, space, device, SELECT)
+    return Measurement(result.map50_95, result)
+
+
+def significant_gain(current: Measurement, candidate: Measurement) -> tuple[bool, dict]:
+    """A search's judge: keep a layer float only where the paired bootstrap interval of
+    its mAP@.5:.95 gain (candidate - current, on the same select images) excludes 0;
+    a gain inside the noise is not kept."""
+    paired = paired_intervals(current.detail, candidate.detail, by_area=False)
+    low, high = paired.map50_95.drop_interval  # of current - candidate
+    return -high > 0, {"gain": candidate.value - current.value, "gain_interval": [-high, -low]}
 
 
 def reference_evals(float_model: nn.Module, quantized: nn.Module, space: Workspace,
