@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from yoloq.quant import HistogramCalibrator, MaxCalibrator
+from yoloq.quant import HistogramCalibrator, MaxCalibrator, QuantSpec
 from yoloq.quant.amax import mse_amax, percentile_amax
 from yoloq.quant.calib import MAX_GROWTH
 
@@ -113,3 +113,52 @@ def test_all_zero_tensor_calibrates_to_zero():
     calibrator = HistogramCalibrator()
     calibrator.collect(torch.zeros(100))
     assert calibrator.compute_amax("entropy").item() == 0.0
+
+
+def test_sigmoid_space_amax_gives_up_far_logits_for_the_ones_that_score():
+    """Logits as a YOLO head writes them: most far below zero (background objectness),
+    a few near it. In its own space the squared error wants the far ones covered; after
+    the sigmoid they all read ~0 whatever their rounding, and the near ones decide."""
+    torch.manual_seed(0)
+    logits = torch.cat([-20 - 20 * torch.rand(200_000), 4 * torch.randn(20_000)])
+
+    def sigmoid_error(amax: float) -> float:
+        scale = amax / 127
+        rounded = torch.clamp(torch.round(logits / scale), -127, 127) * scale
+        return float(((torch.sigmoid(rounded) - torch.sigmoid(logits)) ** 2).mean())
+
+    def amax_in(space: str) -> float:
+        calibrator = HistogramCalibrator(error_space=space)
+        calibrator.collect(logits)
+        return float(calibrator.compute_amax("entropy"))  # any method: sigmoid space wins
+
+    linear, sigmoid = amax_in("linear"), amax_in("sigmoid")
+    assert linear > 20 and sigmoid < 15, (linear, sigmoid)
+    assert sigmoid_error(sigmoid) < 0.5 * sigmoid_error(linear)
+    with pytest.raises(ValueError, match="error_space"):
+        QuantSpec(error_space="tanh")
+
+
+def test_a_quantized_head_calibrates_its_outputs_in_sigmoid_space(tiny_yolo, tmp_path):
+    """The ort profile with the head quantized: only the head convolutions' output
+    quantizers read their error after the sigmoid, and a saved checkpoint keeps that."""
+    from yoloq.models.native import load_float_checkpoint
+    from yoloq.models.quantized import load_quantized, quantize_yolo, save_quantized
+    from yoloq.quant import calibrate, iter_quantizers
+
+    model = load_float_checkpoint(tiny_yolo).fuse()
+    _, _, config = quantize_yolo(model, "ort", keep_head_float=False)
+    head = f"model.{model.head.i}."
+
+    def sigmoid_sites(model):
+        return {path for path, q in iter_quantizers(model) if q.spec.error_space == "sigmoid"}
+
+    expected = {path for path, _ in iter_quantizers(model)
+                if path.startswith(head) and path.endswith("output_quantizer")}
+    assert expected and sigmoid_sites(model) == expected
+    calibrate(model, [torch.rand(2, 3, 64, 64)], method="mse", show_progress=False)
+    path = save_quantized(model, tmp_path / "ptq.pt", "ort", config, 64)
+    assert sigmoid_sites(load_quantized(path)) == expected
+    float_head = load_float_checkpoint(tiny_yolo).fuse()
+    quantize_yolo(float_head, "ort")  # the head float: no such quantizer
+    assert not sigmoid_sites(float_head)

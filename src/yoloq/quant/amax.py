@@ -23,16 +23,29 @@ def percentile_amax(hist: np.ndarray, bin_edges: np.ndarray, percentile: float =
     return float(bin_edges[k] + fraction * (bin_edges[k + 1] - bin_edges[k]))
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * x))  # no overflow for large |x|
+
+
+# Where a quantization error is measured: on the value itself, or after the sigmoid that
+# reads it next (a YOLO head's raw outputs: an error on a logit far from 0 changes no
+# score and no box). A |x| histogram serves both: the sigmoid's error is the same at -x.
+ERROR_SPACES = {"linear": lambda x: x, "sigmoid": _sigmoid}
+
+
 def mse_amax(
     hist: np.ndarray,
     bin_edges: np.ndarray,
     num_bits: int = 8,
     start_bin: int = 128,
     stride: int = 1,
+    error_space: str = "linear",
 ) -> float:
     """The amax, among the bin edges from `start_bin` on, that minimises the expected
-    squared quantization error of the histogrammed values (bin centres as proxies)."""
+    squared quantization error of the histogrammed values (bin centres as proxies),
+    measured in `error_space` (see `ERROR_SPACES`)."""
     hist, bin_edges = _as_arrays(hist, bin_edges)
+    read = ERROR_SPACES[error_space]
     max_bound = 2 ** (num_bits - 1) - 1
     centres = (bin_edges[:-1] + bin_edges[1:]) / 2
     candidates = bin_edges[_candidate_indices(len(hist), start_bin, stride)]
@@ -41,7 +54,7 @@ def mse_amax(
     for chunk in np.array_split(candidates, max(1, len(candidates) // 256)):
         scale = chunk[:, None] / max_bound
         dequantized = np.minimum(np.round(centres[None, :] / scale), max_bound) * scale
-        errors = ((dequantized - centres[None, :]) ** 2 * hist[None, :]).sum(axis=1)
+        errors = ((read(dequantized) - read(centres[None, :])) ** 2 * hist[None, :]).sum(axis=1)
         k = int(np.argmin(errors))
         if errors[k] < best_error:
             best_amax, best_error = float(chunk[k]), float(errors[k])

@@ -63,9 +63,10 @@ class HistogramCalibrator:
     so memory stays bounded; no count is ever lost.
     """
 
-    def __init__(self, num_bits: int = 8, num_bins: int = 2048):
+    def __init__(self, num_bits: int = 8, num_bins: int = 2048, error_space: str = "linear"):
         self.num_bits = num_bits
         self.num_bins = num_bins
+        self.error_space = error_space
         self.reset()
 
     def reset(self) -> None:
@@ -128,7 +129,12 @@ class HistogramCalibrator:
         device = self._hist.device
         if self._max_seen == 0:
             return torch.tensor(0.0, device=device)  # only zeros seen: a dead tensor
-        if method == "entropy":
+        if self.error_space != "linear":  # the error where it matters, whatever the method
+            counts, edges = (t.numpy() for t in self.histogram())
+            value = amax_math.mse_amax(counts, edges, self.num_bits,
+                                       stride=max(1, len(counts) // self.num_bins),
+                                       error_space=self.error_space)
+        elif method == "entropy":
             # Every threshold, as the reference tries them: the sweep is vectorised.
             edges = torch.arange(len(self._hist) + 1, dtype=torch.float64, device=device)
             value = amax_math.entropy_amax(self._hist, edges * self._width, self.num_bits)

@@ -127,7 +127,7 @@ def _make_calibrator(quantizer: TensorQuantizer, method: str):
     spec = quantizer.spec
     if method == "max" or spec.calibrator == "max":
         return MaxCalibrator(spec.axis)
-    return HistogramCalibrator(spec.num_bits, spec.num_bins)
+    return HistogramCalibrator(spec.num_bits, spec.num_bins, spec.error_space)
 
 
 @contextlib.contextmanager

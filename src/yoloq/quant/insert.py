@@ -99,7 +99,7 @@ def quantize(
         input_spec, weight_spec = config.specs_for(path, quant_class.default_weight_axis)
         float_type = type(module).__name__
         quantized = quant_class.from_float(module, path, input_spec, weight_spec,
-                                           config.output_spec)
+                                           config.output_spec_for(path))
         if quantized is not module:
             _replace_submodule(model, path, quantized)
         summary.rows.append(_summary_row(path, float_type, quantized))

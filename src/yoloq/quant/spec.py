@@ -22,6 +22,7 @@ from typing import Any
 import torch.nn as nn
 
 CALIBRATORS = ("max", "histogram")
+ERROR_SPACES = ("linear", "sigmoid")  # see yoloq.quant.amax.ERROR_SPACES
 
 # A rule that says "leave this module float": a regex, or a callable on (path, module).
 IgnoreRule = str | Callable[[str, nn.Module], bool]
@@ -40,6 +41,10 @@ class QuantSpec:
     axis: None for per-tensor; otherwise the channel axis (0 for Conv/Linear
     weights, 1 for ConvTranspose weights).
     calibrator: statistics collected for activations: "max" or "histogram".
+    error_space: where histogram calibration measures the quantization error: "linear"
+    (the value), or "sigmoid" (after the sigmoid that reads the tensor next, as a YOLO
+    head's raw outputs are read): such a quantizer gets the amax of least squared
+    error there, whichever histogram method calibrates the others.
     """
 
     num_bits: int = 8
@@ -47,6 +52,7 @@ class QuantSpec:
     unsigned: bool = False
     calibrator: str = "histogram"
     num_bins: int = 2048
+    error_space: str = "linear"
 
     def __post_init__(self):
         if not 2 <= self.num_bits <= 8:
@@ -55,6 +61,9 @@ class QuantSpec:
             raise ValueError(f"axis must be None or a non-negative int, got {self.axis!r}")
         if self.calibrator not in CALIBRATORS:
             raise ValueError(f"calibrator must be one of {CALIBRATORS}, got {self.calibrator!r}")
+        if self.error_space not in ERROR_SPACES:
+            raise ValueError(f"error_space must be one of {ERROR_SPACES}, got "
+                             f"{self.error_space!r}")
         if self.num_bins < 128:
             raise ValueError(f"num_bins must be at least 128, got {self.num_bins}")
         if self.axis is not None and self.calibrator != "max":
@@ -86,10 +95,11 @@ class QuantRule:
     input_spec: QuantSpec | None = None
     weight_spec: QuantSpec | None = None
     ignore: bool = False
+    output_spec: QuantSpec | None = None  # for modules the config quantizes at the output
 
     def __post_init__(self):
         _compile(self.pattern)
-        if self.ignore and (self.input_spec or self.weight_spec):
+        if self.ignore and (self.input_spec or self.weight_spec or self.output_spec):
             raise ValueError(f"rule {self.pattern!r}: an ignore rule cannot also set specs")
 
     def matches(self, path: str) -> bool:
@@ -101,6 +111,7 @@ class QuantRule:
             "input_spec": self.input_spec.to_dict() if self.input_spec else None,
             "weight_spec": self.weight_spec.to_dict() if self.weight_spec else None,
             "ignore": self.ignore,
+            "output_spec": self.output_spec.to_dict() if self.output_spec else None,
         }
 
     @classmethod
@@ -110,6 +121,7 @@ class QuantRule:
             input_spec=_spec_or_none(data.get("input_spec")),
             weight_spec=_spec_or_none(data.get("weight_spec")),
             ignore=bool(data.get("ignore", False)),
+            output_spec=_spec_or_none(data.get("output_spec")),
         )
 
 
@@ -188,6 +200,14 @@ class QuantConfig:
         weight_spec = (rule and rule.weight_spec) or self.weight_spec
         return input_spec, weight_spec or weight_spec_for_axis(default_weight_axis,
                                                                self.weight_bits)
+
+    def output_spec_for(self, path: str) -> QuantSpec | None:
+        """The output spec of `path`: its rule's, else the config's (None: no output
+        quantizers in this config)."""
+        if self.output_spec is None:
+            return None
+        rule = self.rule_for(path)
+        return (rule and rule.output_spec) or self.output_spec
 
     def resolved(self, ignored_paths: Sequence[str]) -> QuantConfig:
         """This config with every ignore rule replaced by the exact paths it ignored.
