@@ -147,3 +147,40 @@ def test_ignore_file_and_unused_pattern_warning(tiny_yolo, tiny_data, tmp_path):
     assert "model\\.0\\." in text
     model = load_quantized(run.checkpoint)
     assert not isinstance(model.model[0].conv, QuantConv2d)
+
+
+def test_adaround_and_bias_correction_export_the_weights_they_chose(tiny_yolo, tiny_data,
+                                                                     tmp_path, ort_run,
+                                                                     monkeypatch):
+    """Learned rounding and bias correction change weights and biases only: the same Q/DQ
+    graph as plain PTQ, the tuned checkpoint reloads to the same outputs, and ONNX
+    Runtime computes what torch does with it."""
+    import functools
+
+    import yoloq.workflows.steps
+    from yoloq.quant.weight_tuning import RoundingSettings, learn_rounding
+
+    short = functools.partial(learn_rounding, settings=RoundingSettings(iterations=20))
+    monkeypatch.setattr(yoloq.workflows.steps, "learn_rounding", short)  # the test's time
+    run = run_ptq(ptq_config(tiny_yolo, tiny_data, tmp_path / "tuned", profile="ort",
+                             weight_bits=7, adaround=True, bias_correction=True))
+    plain, tuned = (torch.load(r.checkpoint, weights_only=True)["state_dict"]
+                    for r in (ort_run, run))
+    weights = [key for key in plain if key.endswith("conv.weight")]
+    assert sum(not torch.equal(plain[k], tuned[k]) for k in weights) > len(weights) // 2
+    model = load_quantized(run.checkpoint)
+    for _, module in model.named_modules():
+        if isinstance(module, QuantConv2d):  # the learned weights lie on their grid
+            assert torch.equal(module.weight_quantizer(module.weight), module.weight)
+
+    def op_types(path):  # (not the Identity nodes torch's export makes of equal constants)
+        return Counter(node.op_type for node in onnx.load(str(path)).graph.node
+                       if node.op_type != "Identity")
+
+    assert op_types(run.onnx) == op_types(ort_run.onnx)
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(images)[0]
+    session = ort.InferenceSession(str(run.onnx), providers=["CPUExecutionProvider"])
+    actual = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+    assert (actual[..., 4:] - expected[..., 4:]).abs().max().item() < 0.01

@@ -58,6 +58,12 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, help="calibration sampling seed (default 0)")
     parser.add_argument("--on-bad-data", choices=("error", "skip"),
                         help="stop at a bad image/label file (default), or skip and count it")
+    parser.add_argument("--adaround", action="store_true", default=None,
+                        help="after calibration, learn each convolution's weight rounding "
+                        "on the calibration images (AdaRound; minutes on a CPU)")
+    parser.add_argument("--bias-correction", action="store_true", default=None,
+                        help="after calibration, shift each convolution's bias by the mean "
+                        "output error its rounded weights cause")
     parser.add_argument("--trt", action="store_true", default=None,
                         help="also build TensorRT engines of the float model (FP16) and of "
                         "the PTQ model (INT8), evaluate and time them (report rows: mAP, "
@@ -110,7 +116,7 @@ def given_ignores(args) -> list[str]:
 # Command-line options that map one to one onto PtqConfig fields.
 _FIELDS = ("weights", "data", "out", "profile", "method", "percentile", "calib_images", "batch",
            "img", "weight_bits", "val_images", "device", "workers", "seed", "on_bad_data",
-           "rules", "quantize_head", "int8_weights", "trt")
+           "rules", "quantize_head", "int8_weights", "trt", "adaround", "bias_correction")
 
 
 def build_config(args):

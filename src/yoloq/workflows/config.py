@@ -101,6 +101,11 @@ class PtqConfig(YamlConfig):
     # (`int8_weights_default`: the ort profile yes, trt not until TensorRT has checked it).
     int8_weights: bool | None = None
     trt: bool = False  # also build, evaluate and time TensorRT engines (FP16 and INT8)
+    # After calibration (see yoloq.quant.weight_tuning): learned rounding of the weights
+    # (AdaRound), then bias correction. Off by default: neither helped on the select
+    # images of the demo models (bench/hard_cases.py).
+    adaround: bool = False
+    bias_correction: bool = False
 
     @property
     def stores_int8_weights(self) -> bool:

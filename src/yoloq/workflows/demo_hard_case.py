@@ -142,10 +142,11 @@ def _qat(case: HardCase, ptq: PtqConfig, space: Workspace,
     return evaluate_model(student, space), note
 
 
-def qat_best_epoch(checkpoint: Path, config: QatConfig,
-                   space: Workspace) -> tuple[nn.Module, int, float]:
+def qat_best_epoch(checkpoint: Path, config: QatConfig, space: Workspace,
+                   curve: list[float] | None = None) -> tuple[nn.Module, int, float]:
     """QAT in this process from `checkpoint`, keeping the epoch with the best select mAP:
-    (the student at that epoch, in eval mode; the epoch, from 0; seconds of training)."""
+    (the student at that epoch, in eval mode; the epoch, from 0; seconds of training).
+    `curve`, where given, receives each epoch's select mAP."""
     context = Distributed()
     trainer = build_trainer(load_quantized(checkpoint), config, context, space.img_size)
     loader = create_qat_loader(config, space, context)
@@ -155,6 +156,8 @@ def qat_best_epoch(checkpoint: Path, config: QatConfig,
         train_epoch(trainer, loader, epoch, show=True)
         seconds += time.perf_counter() - started
         chosen_on = select_map(trainer.student, space, "QAT's best epoch")
+        if curve is not None:
+            curve.append(chosen_on)
         console.print(f"QAT epoch {epoch + 1}/{config.epochs}: {SELECT} mAP@.5:.95 "
                       f"{100 * chosen_on:.2f}")
         if chosen_on > best_map:

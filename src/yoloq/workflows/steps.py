@@ -30,6 +30,7 @@ from yoloq.models.quantized import quantize_yolo, save_quantized
 from yoloq.models.sensitivity import detector_output_error
 from yoloq.quant import METHODS, CalibrationRun, calibrate
 from yoloq.quant.calibrate import calibrate_each, calibrate_groups
+from yoloq.quant.weight_tuning import correct_biases, learn_rounding
 from yoloq.report import Report, ReportRow, reference_rows, row_key
 from yoloq.runtime.backends import get_backend
 from yoloq.runtime.bench import BenchResult
@@ -107,7 +108,26 @@ def quantize_and_calibrate(space: Workspace, config: PtqConfig, show: bool = Tru
     else:
         run = calibrate(model, space.calib_loader, method=config.method,
                         percentile=config.percentile)
+    tune_weights(model, space, config, show)
     return model, summary, quant_config, run
+
+
+def tune_weights(model: nn.Module, space: Workspace, config: PtqConfig, show: bool = True):
+    """--adaround, then --bias-correction, on the calibration images (after the amax are
+    set: both work on the quantization grid). Bias correction measures the error against
+    the float model's weights, so that it corrects what the learned rounding left."""
+    if config.adaround:
+        errors = learn_rounding(model, space.calib_loader, show_progress=show)
+        if show:
+            before, after = (sum(pair[i] for pair in errors.values()) for i in (0, 1))
+            console.print(f"learned rounding: {len(errors)} convolutions, output error "
+                          f"{after / max(before, 1e-30):.2f}x nearest rounding's")
+    if config.bias_correction:
+        shifts = correct_biases(model, space.calib_loader, float_model=space.float_model,
+                                show_progress=show)
+        if show:
+            console.print(f"bias correction: {len(shifts)} convolutions, largest shift "
+                          f"{max(shifts.values(), default=0.0):.3g}")
 
 
 def choose_method(model: nn.Module, space: Workspace, config: PtqConfig,

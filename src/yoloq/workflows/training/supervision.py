@@ -1,4 +1,5 @@
-"""The teacher, the supervised layers and the layer-wise MSE between student and teacher."""
+"""The teacher, the supervised layers, the layer-wise MSE between student and teacher,
+and the distillation of the detection head's outputs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from yoloq.errors import YoloqError
+from yoloq.models.sensitivity import detection_error
 from yoloq.quant import QuantMode, iter_quantizers
 
 # --- the models and the loss ---------------------------------------------------------------
@@ -52,6 +54,26 @@ def freeze_unreached(model: nn.Module, layers: list[int], with_head: bool) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def freeze_unused(model: nn.Module, images: torch.Tensor) -> int:
+    """Freeze the trainable parameters that the forward never reads (a fused model keeps
+    those it folded away, such as IDetect's implicit layers): DistributedDataParallel
+    wants a gradient for each. One training-mode pass on `images` finds them; returns
+    how many parameters stay trainable."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
+    model.train()
+    try:
+        outputs = model(images)
+        total = sum(level.float().sum() for level in outputs)
+        grads = torch.autograd.grad(total, trainable, allow_unused=True)
+    finally:
+        model.train(was_training)
+    for parameter, grad in zip(trainable, grads):
+        if grad is None:
+            parameter.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 @contextlib.contextmanager
 def layer_outputs(model: nn.Module, layers: list[int]):
     """Within the block, `outputs[i]` is layer i's latest output (tensor outputs only)."""
@@ -78,6 +100,22 @@ def supervision_loss(student_outputs: dict, teacher_outputs: dict) -> torch.Tens
     if not pairs:
         raise YoloqError("no layer output to supervise (all supervised layers return lists)")
     return sum(F.mse_loss(s.float(), t.float()) for s, t in pairs)
+
+
+def head_distillation_loss(student_levels: list[torch.Tensor],
+                           teacher_levels: list[torch.Tensor]) -> torch.Tensor:
+    """The detection head's raw outputs against the teacher's, in the sigmoid space the
+    decode reads them in (`detection_error`: objectness everywhere, boxes and classes
+    where the teacher sees an object), per anchor. The layer MSE never reaches the
+    head, and a quantized head is where INT8 loses the most."""
+    total = sum(detection_error(s.float(), t.float()) / t[..., 0].numel()
+                for s, t in zip(student_levels, teacher_levels, strict=True))
+    return total * HEAD_WEIGHT
+
+
+# The head term's weight beside the layer MSE (a sum over layers of feature-map MSEs,
+# ~1e-2 each on the demo models, where the head's per-anchor error is ~1e-3).
+HEAD_WEIGHT = 10.0
 
 
 @torch.no_grad()

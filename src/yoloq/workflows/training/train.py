@@ -19,10 +19,13 @@ from torch.utils.data import DataLoader
 
 from yoloq.console import err_console
 from yoloq.models.loss import DetectionLoss
+from yoloq.models.quantized import trace_input
 from yoloq.workflows.config import QatConfig, lr_at
 from yoloq.workflows.training.distributed import Distributed, set_qat_epoch
 from yoloq.workflows.training.supervision import (
     freeze_unreached,
+    freeze_unused,
+    head_distillation_loss,
     layer_outputs,
     make_teacher,
     supervised_layers,
@@ -63,7 +66,8 @@ def build_trainer(
     student = student.to(context.device)
     teacher = make_teacher(student)
     layers = supervised_layers(student, config.supervision_stride)
-    freeze_unreached(student, layers, with_head=config.loss != "supervision")
+    freeze_unreached(student, layers, with_head=True)  # every loss reaches the head
+    freeze_unused(student, trace_input(student))
     params = [p for p in student.parameters() if p.requires_grad]
     lr = lr_at(config.schedule, 0)
     optimizer = (
@@ -106,8 +110,9 @@ def train_step(trainer: Trainer, batch) -> dict[str, float]:
         losses = {}
         if supervised:
             with torch.no_grad(), layer_outputs(trainer.teacher, supervised) as teacher_outputs:
-                trainer.teacher(images)
+                _, teacher_levels = trainer.teacher(images)  # eval mode: (decoded, raw levels)
             losses["supervision"] = supervision_loss(student_outputs, teacher_outputs)
+            losses["head"] = head_distillation_loss(levels, teacher_levels)
         if trainer.detection_loss is not None:
             levels = [level.float() for level in levels]
             losses["det"] = trainer.detection_loss(levels, batch.targets.to(trainer.device))[0]
