@@ -50,6 +50,9 @@ def main() -> None:
                         help="report images (default: all); other counts write their own JSON")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--torch", action="store_true", help="also torch fake-quant mAP")
+    parser.add_argument("--heads", default=",".join(HEADS), help="rows: these heads only")
+    parser.add_argument("--profiles", default=",".join(PROFILES),
+                        help="rows: these profiles only")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
@@ -59,6 +62,8 @@ def main() -> None:
     for model in args.models.split(","):
         for head, quantize_head in HEADS.items():
             for profile, settings in PROFILES.items():
+                if head not in args.heads.split(",") or profile not in args.profiles.split(","):
+                    continue
                 row = f"{model} / {head} / {profile}"
                 if all(_key(row, m) in results["cells"] for m in METHODS):
                     continue

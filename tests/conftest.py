@@ -24,6 +24,18 @@ def _has_tensorrt() -> bool:
     return True
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fewer_resamples():
+    """200 bootstrap resamples for the workflows' intervals, not 1000: the tests check
+    their plumbing on a few images (tests/evaluate checks the bootstrap itself); each
+    interval then takes a fifth of the time."""
+    import yoloq.workflows.steps
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(yoloq.workflows.steps, "BOOTSTRAP_RESAMPLES", 200)
+        yield
+
+
 def pytest_collection_modifyitems(config, items):
     skips = {
         "slow": None if config.getoption("--runslow") else "slow: run with --runslow",

@@ -50,11 +50,7 @@ def test_ptq_on_demo_subset_stays_within_one_point(demo_subset, tmp_path):
     assert (tmp_path / "ptq" / "report.md").is_file()
 
 
-def test_demo_runs_every_stage(demo_subset, tmp_path, monkeypatch):
-    import yoloq.workflows.steps
-
-    # 200 resamples on 16 images: the intervals' plumbing, not their width, is tested here
-    monkeypatch.setattr(yoloq.workflows.steps, "BOOTSTRAP_RESAMPLES", 200)
+def test_demo_runs_every_stage(demo_subset, tmp_path):
     settings = DemoSettings(out=str(tmp_path / "demo"), data=str(demo_subset), val_images=16,
                             calib_images=16, bench_batches=(1,), workers=0,
                             sensitivity_batches=1,

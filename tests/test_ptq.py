@@ -163,7 +163,8 @@ def test_adaround_and_bias_correction_export_the_weights_they_chose(tiny_yolo, t
     short = functools.partial(learn_rounding, settings=RoundingSettings(iterations=20))
     monkeypatch.setattr(yoloq.workflows.steps, "learn_rounding", short)  # the test's time
     run = run_ptq(ptq_config(tiny_yolo, tiny_data, tmp_path / "tuned", profile="ort",
-                             weight_bits=7, adaround=True, bias_correction=True))
+                             weight_bits=7, adaround=True, bias_correction=True,
+                             bench_batches=()))
     plain, tuned = (torch.load(r.checkpoint, weights_only=True)["state_dict"]
                     for r in (ort_run, run))
     weights = [key for key in plain if key.endswith("conv.weight")]

@@ -3,10 +3,10 @@
 demo-v5 (YOLOv5n at quarter width, SiLU) with its detection head's convolutions
 quantized too loses points that the head-float demo model does not. This stage
 measures the float model and its PTQ on the report images, then the two ways back
-that yoloq has: the mixed-precision search (the proxy ranking's most sensitive layers,
-each kept float where its select mAP gain is significant) and a short QAT from the PTQ model (best
-epoch on select). Every row's drop against float carries its paired bootstrap
-interval; everything lands in OUT/hard_case.
+that yoloq has: the mixed-precision search (the proxy ranking's most sensitive
+layers, each kept float where its select mAP gain is significant) and a short QAT
+from the PTQ model (best epoch on select). Every row's drop against float carries
+its paired bootstrap interval; everything lands in OUT/hard_case.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ FOLDER = "hard_case"
 class HardCase:
     weights: str = "demo-v5"
     # The ort profile with 7-bit weights: every activation quantized, the hardest cell of
-    # bench/accuracy.py (18.6 points lost with MSE calibration on the report images).
+    # bench/accuracy.py (18.6 points lost with MSE calibration, until the head's raw
+    # outputs were calibrated in sigmoid space; bench/hard_cases.py has what is left).
     profile: str = "ort"
     weight_bits: int = 7
     target_drop: float = 0.5  # points of mAP@.5:.95 on select: where the search stops
