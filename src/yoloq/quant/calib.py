@@ -129,12 +129,9 @@ class HistogramCalibrator:
         device = self._hist.device
         if self._max_seen == 0:
             return torch.tensor(0.0, device=device)  # only zeros seen: a dead tensor
-        if self.error_space != "linear":  # the error where it matters, whatever the method
-            counts, edges = (t.numpy() for t in self.histogram())
-            value = amax_math.mse_amax(counts, edges, self.num_bits,
-                                       stride=max(1, len(counts) // self.num_bins),
-                                       error_space=self.error_space)
-        elif method == "entropy":
+        if self.error_space != "linear":
+            method = "mse"  # the least error where it matters, whatever the others use
+        if method == "entropy":
             # Every threshold, as the reference tries them: the sweep is vectorised.
             edges = torch.arange(len(self._hist) + 1, dtype=torch.float64, device=device)
             value = amax_math.entropy_amax(self._hist, edges * self._width, self.num_bits)
@@ -145,7 +142,8 @@ class HistogramCalibrator:
             if method == "percentile":
                 value = amax_math.percentile_amax(counts, edges, percentile)
             else:
-                value = amax_math.mse_amax(counts, edges, self.num_bits, stride=stride)
+                value = amax_math.mse_amax(counts, edges, self.num_bits, stride=stride,
+                                           error_space=self.error_space)
         return torch.tensor(value, dtype=torch.float32, device=device)
 
 

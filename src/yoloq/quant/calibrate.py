@@ -152,16 +152,23 @@ def _run_data(model: nn.Module, data: CalibrationData, num_batches: int | None,
         with torch.no_grad():
             data(model)
         return 0, 0
-    device = _model_device(model)
-    total = num_batches if num_batches is not None else _length(data)
+    device = model_device(model)
     batches = images = 0
     with torch.no_grad():
-        for batch in progress(_take(data, num_batches), "calibrating", total, show_progress):
-            tensor = batch[0] if isinstance(batch, (tuple, list)) else batch
+        for tensor in batch_images(data, num_batches, "calibrating", show_progress):
             model(tensor.to(device))
             batches += 1
             images += len(tensor)
     return batches, images
+
+
+def batch_images(data: Iterable, limit: int | None, description: str,
+                 show_progress: bool = True) -> Iterator[torch.Tensor]:
+    """The image tensor of each of the first `limit` batches of `data` (a batch is a
+    tensor or a tuple led by one), with a progress bar."""
+    total = limit if limit is not None else _length(data)
+    for batch in progress(_take(data, limit), description, total, show_progress):
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 def _amax_of(calibrator, method: str, percentile: float, name: str) -> torch.Tensor:
@@ -257,7 +264,7 @@ def _length(data) -> int | None:
         return None
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     tensor = next(model.parameters(), None)
     if tensor is None:
         tensor = next(model.buffers(), None)

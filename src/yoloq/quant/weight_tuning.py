@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from yoloq.console import progress
+from yoloq.quant.calibrate import batch_images, model_device
 from yoloq.quant.modules import QuantConv1d, QuantConv2d, QuantConv3d
 from yoloq.quant.quantizer import QuantMode, TensorQuantizer
 
@@ -34,8 +35,8 @@ CONVOLUTIONS = (QuantConv1d, QuantConv2d, QuantConv3d)
 
 
 def tunable_convolutions(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(path, module) of every convolution whose weights are fake-quantized per channel
-    along the output axis, in model order."""
+    """(path, module) of every convolution whose weights are fake-quantized, per tensor
+    or per output channel, in model order."""
     found = []
     for path, module in model.named_modules():
         if isinstance(module, CONVOLUTIONS):
@@ -44,17 +45,6 @@ def tunable_convolutions(model: nn.Module) -> list[tuple[str, nn.Module]]:
                     quantizer.spec.axis in (0, None):
                 found.append((path, module))
     return found
-
-
-def _batches(data: Iterable, limit: int | None) -> Iterable[torch.Tensor]:
-    for index, batch in enumerate(data):
-        if limit is not None and index >= limit:
-            return
-        yield batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 # --- bias correction ---------------------------------------------------------------------------
@@ -88,12 +78,11 @@ def correct_biases(model: nn.Module, data: Iterable, num_batches: int | None = N
         return hook
 
     handles = [module.register_forward_hook(hook_for(path)) for path, module in convs]
-    device = _device(model)
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
-        for images in progress(list(_batches(data, num_batches)), "bias correction",
-                               enabled=show_progress):
+        for images in batch_images(data, num_batches, "bias correction", show_progress):
             model(images.to(device))
     finally:
         for handle in handles:
@@ -230,9 +219,9 @@ def learn_rounding(model: nn.Module, data: Iterable,
     inputs the model (its earlier layers already rounded) gives it on the first
     `settings.inputs` images of `data`; writes the chosen weights into the model.
     Returns {path: (nearest rounding's output error, the learned rounding's)}."""
-    device = _device(model)
+    device = model_device(model)
     images, count = [], 0
-    for batch in _batches(data, None):
+    for batch in batch_images(data, None, "", show_progress=False):
         images.append(batch[: settings.inputs - count].to(device))
         count += len(images[-1])
         if count >= settings.inputs:

@@ -185,8 +185,7 @@ def evaluate_model(model: nn.Module, space: Workspace, device: str = "cpu",
 def select_map(model: nn.Module, space: Workspace, step: str, device: str = "cpu") -> float:
     """mAP@.5:.95 on the select images, for a choice (`step` names it): refused where the
     workspace's select loader holds the report images."""
-    require_select(space.select_loader.dataset, step)
-    return evaluate_model(model, space, device, SELECT).map50_95
+    return select_reading(model, space, step, device).value
 
 
 def select_reading(model: nn.Module, space: Workspace, step: str,

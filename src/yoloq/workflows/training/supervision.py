@@ -102,6 +102,11 @@ def supervision_loss(student_outputs: dict, teacher_outputs: dict) -> torch.Tens
     return sum(F.mse_loss(s.float(), t.float()) for s, t in pairs)
 
 
+# The head term's weight beside the layer MSE (a sum over layers of feature-map MSEs,
+# ~1e-2 each on the demo models, where the head's per-anchor error is ~1e-3).
+HEAD_WEIGHT = 10.0
+
+
 def head_distillation_loss(student_levels: list[torch.Tensor],
                            teacher_levels: list[torch.Tensor]) -> torch.Tensor:
     """The detection head's raw outputs against the teacher's, in the sigmoid space the
@@ -111,11 +116,6 @@ def head_distillation_loss(student_levels: list[torch.Tensor],
     total = sum(detection_error(s.float(), t.float()) / t[..., 0].numel()
                 for s, t in zip(student_levels, teacher_levels, strict=True))
     return total * HEAD_WEIGHT
-
-
-# The head term's weight beside the layer MSE (a sum over layers of feature-map MSEs,
-# ~1e-2 each on the demo models, where the head's per-anchor error is ~1e-3).
-HEAD_WEIGHT = 10.0
 
 
 @torch.no_grad()
