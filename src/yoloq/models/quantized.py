@@ -5,7 +5,8 @@ The checkpoint is a plain dict that `torch.load(..., weights_only=True)` reads:
     {"format": "yoloq-quantized", "version": 1, "yaml": model dict, "names": [...],
      "img_size": int, "profile": "trt" | "ort", "quant_config": QuantConfig dict
      (ignores resolved to exact module paths), "disabled": [quantizer paths],
-     "residual_adds": bool, "ties": {follower quantizer path: leader path},
+     "residual_adds": "trt" | "ort" | None (the profile's form of residual adds; true in
+     older files means "trt"), "ties": {follower quantizer path: leader path},
      "state_dict": {... every amax included}, ...extra fields}
 
 `load_quantized` rebuilds the same fused, quantized model from it.
@@ -78,8 +79,25 @@ class QuantResidualAdd(common.Add, QuantModule):
         return self.input0_quantizer(identity) + branch
 
 
-# Residual adds are quantized only with the TensorRT rules (the ort profile leaves them float).
-_RESIDUAL_ADDS = {common.Add: QuantResidualAdd}
+class QuantResidualSum(common.Add, QuantModule):
+    """YOLOv5's residual `identity + branch` with the sum quantized, for the ort profile:
+    both inputs arrive quantized (outputs of activations), so ONNX Runtime runs the pair
+    as one QLinearAdd, and the Concat after it stays in int8."""
+
+    @classmethod
+    def from_float(cls, module, path, input_spec, weight_spec, output_spec=None):
+        module.__class__ = cls
+        name = f"{path}.output_quantizer" if path else "output_quantizer"
+        module.output_quantizer = TensorQuantizer(output_spec or input_spec, name)
+        return module
+
+    def forward(self, identity: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        return self.output_quantizer(identity + branch)
+
+
+# How each profile quantizes residual adds: TensorRT's rules put Q/DQ on the identity
+# input; ONNX Runtime's QLinear kernels want the sum quantized.
+_RESIDUAL_ADDS = {"trt": {common.Add: QuantResidualAdd}, "ort": {common.Add: QuantResidualSum}}
 
 
 def quantize_yolo(
@@ -92,11 +110,11 @@ def quantize_yolo(
 ) -> tuple[Model, QuantSummary, QuantConfig]:
     """Quantize a fused YOLO model in place for a deployment profile.
 
-    rules: for the trt profile, apply TensorRT's placement rules: Q/DQ on the
+    rules: apply the profile's placement rules. For trt, TensorRT's: Q/DQ on the
         identity input of residual adds, and one scale for every group of
         quantizers that TensorRT must fuse (Concat, MaxPool, shared tensors; see
-        `yoloq.graph`). The groups are tied before calibration. Other profiles
-        ignore it.
+        `yoloq.graph`), tied before calibration. For ort: the sum of each residual
+        add quantized, so that ONNX Runtime runs it as a QLinearAdd.
 
     Returns the model, the summary, and the config with its ignores resolved to
     exact module paths (what `save_quantized` records).
@@ -106,7 +124,8 @@ def quantize_yolo(
     if not keep_head_float:
         config = replace(config, rules=(*config.rules, *head_output_rules(model, config)))
     trt_rules = rules and profile == "trt"
-    model, summary = quantize(model, config, _RESIDUAL_ADDS if trt_rules else None)
+    residual_adds = _RESIDUAL_ADDS[profile] if rules else None
+    model, summary = quantize(model, config, residual_adds)
     if trt_rules:
         tie_quantizers(model, find_scale_groups(model, trace_input(model)))
     return model, summary, config.resolved(summary.ignored_paths)
@@ -127,11 +146,19 @@ def save_quantized(model: Model, path: str | Path, profile: str, config: QuantCo
         "format": QUANTIZED_FORMAT, "version": FORMAT_VERSION, "yaml": model.yaml,
         "names": list(model.names), "img_size": int(img_size), "profile": profile,
         "quant_config": config.to_dict(), "disabled": disabled,
-        "residual_adds": any(isinstance(m, QuantResidualAdd) for m in model.modules()),
+        "residual_adds": residual_add_form(model),
         "ties": quantizer_ties(model),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra,
     }
     return atomic_torch_save(payload, path)
+
+
+def residual_add_form(model: nn.Module) -> str | None:
+    """Which profile's quantized residual adds `model` holds ("trt", "ort"), or None."""
+    for form, mapping in _RESIDUAL_ADDS.items():
+        if any(isinstance(m, tuple(mapping.values())) for m in model.modules()):
+            return form
+    return None
 
 
 def is_quantized_checkpoint(path: str | Path) -> bool:
@@ -148,8 +175,9 @@ def load_quantized(path: str | Path, payload: dict | None = None) -> nn.Module:
     if payload.get("version", 0) > FORMAT_VERSION:
         raise YoloqError(f"{path}: written by a newer yoloq (format {payload['version']})")
     model = Model(payload["yaml"]).fuse()
+    form = payload.get("residual_adds")
     quantize(model, QuantConfig.from_dict(payload["quant_config"]),
-             _RESIDUAL_ADDS if payload.get("residual_adds") else None)
+             _RESIDUAL_ADDS["trt" if form is True else form] if form else None)
     apply_ties(model, payload.get("ties", {}))  # before loading: the state has every path
     model.load_state_dict(payload["state_dict"])
     quantizers = dict(iter_quantizers(model))

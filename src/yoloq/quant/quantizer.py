@@ -68,8 +68,7 @@ class TensorQuantizer(nn.Module):
 
     def _refresh_qparams(self) -> None:
         self._scale = self.amax.clamp(min=MIN_AMAX) / self.spec.max_bound
-        zero_point = 2 ** (self.spec.num_bits - 1) if self.spec.unsigned else 0
-        self._zero_point = torch.full_like(self.amax, zero_point, dtype=torch.int32)
+        self._zero_point = torch.full_like(self.amax, self.spec.zero_point, dtype=torch.int32)
 
     def quant_range(self, num_bits: int | None = None) -> tuple[int, int]:
         """(quant_min, quant_max) of `num_bits` integers; by default the spec's, the range
@@ -142,7 +141,8 @@ class TensorQuantizer(nn.Module):
             amax = f"amax={self.amax.item():.4g}"
         else:
             amax = f"amax=[{self.amax.min().item():.4g}, {self.amax.max().item():.4g}]"
-        return f"{dtype}{spec.num_bits} {kind} {self.mode.value} {amax}"
+        grid = " [0, amax]" if spec.non_negative else ""
+        return f"{dtype}{spec.num_bits}{grid} {kind} {self.mode.value} {amax}"
 
 
 class _CpuFakeQuantize(torch.autograd.Function):

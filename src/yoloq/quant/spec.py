@@ -38,6 +38,12 @@ class QuantSpec:
     exported tensor to uint8 with zero point 2**(num_bits-1) (same grid, shifted),
     which is what ONNX Runtime's u8s8 CPU kernels want.
 
+    non_negative: for tensors that are never negative (a sigmoid's output): the grid
+    [0, amax] in 2**num_bits - 1 steps, stored as uint8 with zero point 0, twice the
+    resolution of the symmetric grid. ONNX Runtime and OpenVINO only (TensorRT's int8 is
+    symmetric), so only with `unsigned`; calibrated by max (the histogram methods
+    assume the symmetric grid).
+
     axis: None for per-tensor; otherwise the channel axis (0 for Conv/Linear
     weights, 1 for ConvTranspose weights).
     calibrator: statistics collected for activations: "max" or "histogram".
@@ -53,6 +59,7 @@ class QuantSpec:
     calibrator: str = "histogram"
     num_bins: int = 2048
     error_space: str = "linear"
+    non_negative: bool = False
 
     def __post_init__(self):
         if not 2 <= self.num_bits <= 8:
@@ -68,11 +75,21 @@ class QuantSpec:
             raise ValueError(f"num_bins must be at least 128, got {self.num_bins}")
         if self.axis is not None and self.calibrator != "max":
             raise ValueError("per-channel quantizers (axis set) support only calibrator='max'")
+        if self.non_negative and not (self.unsigned and self.calibrator == "max"):
+            raise ValueError("a non-negative grid needs unsigned=True and calibrator='max'")
 
     @property
     def max_bound(self) -> int:
-        """Largest integer on the grid: 127 for 8 bits."""
+        """Largest integer on the grid, above the zero point: 127 for 8 bits (255 for a
+        non-negative grid)."""
+        if self.non_negative:
+            return 2**self.num_bits - 1
         return 2 ** (self.num_bits - 1) - 1
+
+    @property
+    def zero_point(self) -> int:
+        """The stored integer of 0.0: 128 for unsigned 8 bits on the symmetric grid."""
+        return 2 ** (self.num_bits - 1) if self.unsigned and not self.non_negative else 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
