@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -106,6 +107,7 @@ class Settings:
     speed_calib_images: int = 8
     speed_warmup: int = 1
     speed_iters: int = 5
+    rows: str | None = None  # a regex: only the accuracy rows whose key matches (and float)
 
 
 QUICK = Settings(
@@ -230,6 +232,8 @@ def accuracy_section(store: Store, name: str, settings: Settings) -> None:
     scorer = Scorer(store, name, space, settings.resamples)
 
     def row(key: str, label: dict, build, against: str | None = None) -> dict:
+        if settings.rows and key != "float" and not re.search(settings.rows, key):
+            return {}
         return run_row(store, name, key, label, build, scorer.evaluate_as(key, against))
 
     float_onnx = section.work / "float.onnx"
@@ -263,7 +267,9 @@ def accuracy_section(store: Store, name: str, settings: Settings) -> None:
         },
         ptq_key("ort", True),
     )
-    time_section(store, name, space.img_size, settings.batches, settings.warmup, settings.iters)
+    if settings.rows is None:  # a partial run measures accuracy only
+        time_section(store, name, space.img_size, settings.batches, settings.warmup,
+                     settings.iters)
 
 
 def yoloq_rows(section: Section, row, quantize_head: bool, convs: list[str]) -> None:
@@ -360,8 +366,16 @@ def main() -> None:
         help="comma-separated models that get the search and QAT rows (slow: torch "
         f"evaluations); '' for none (default: {','.join(MODELS)})",
     )
+    parser.add_argument(
+        "--rows",
+        help="a regex: only the accuracy rows whose key matches (with float, and the "
+        "yoloq row each is compared with, when that matches too); no latency. Results go "
+        "to peers_rows.json, e.g. --rows 'yoloq_ptq_ort_head_float|ort_percentile_head_float'",
+    )
     args = parser.parse_args()
     settings = QUICK if args.quick else Settings()
+    if args.rows:
+        settings = replace(settings, rows=args.rows, speed_models=())
     if args.tuned_models is not None:
         tuned = tuple(name for name in args.tuned_models.split(",") if name)
         settings = replace(settings, tuned_models=tuned)
@@ -369,7 +383,7 @@ def main() -> None:
         settings = replace(settings, speed_models=())
     if args.models:
         settings = replace(settings, models=tuple(args.models.split(",")))
-    name = "peers_quick" if args.quick else "peers"
+    name = "peers_quick" if args.quick else "peers_rows" if args.rows else "peers"
     store = Store(RESULTS / f"{name}.json", RESULTS / name, settings, args.resume)
     torch.manual_seed(0)
     for model in settings.models:

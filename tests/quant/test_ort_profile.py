@@ -3,6 +3,7 @@ YOLOv5-style model in int8 (QLinearSigmoid, QLinearMul, QLinearAdd), and the non
 grid its sigmoids are stored on."""
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -16,8 +17,10 @@ from yoloq.export import export_detector, export_onnx
 from yoloq.export.onnx import constant_values
 from yoloq.models import load_model
 from yoloq.models.quantized import QuantResidualSum, load_quantized, quantize_yolo, save_quantized
-from yoloq.quant import QuantSpec, TensorQuantizer, calibrate
-from yoloq.quant.modules import QuantSiLU
+from yoloq.quant import QuantSpec, TensorQuantizer, calibrate, profile_config
+from yoloq.quant.modules import QuantSiLU, sigmoid_output_spec
+
+ORT_ACTIVATIONS = profile_config("ort").input_spec
 
 IMG = 128
 
@@ -81,15 +84,17 @@ def test_saved_ort_model_keeps_its_residual_sums(demo_v5, tmp_path):
         torch.testing.assert_close(loaded(images)[0], model(images)[0])
 
 
-def test_non_negative_grid_has_255_steps_and_exports_with_zero_point_0(tmp_path):
-    spec = QuantSpec(unsigned=True, non_negative=True, calibrator="max")
-    quantizer = TensorQuantizer(spec, "sigmoid")
-    quantizer.set_amax(1.0)
+def test_a_sigmoid_output_gets_the_grid_0_to_1_in_255_steps_with_zero_point_0(tmp_path):
+    quantizer = TensorQuantizer(sigmoid_output_spec(ORT_ACTIVATIONS), "sigmoid")
+    calibrate(nn.Sequential(nn.Sigmoid(), quantizer), [torch.linspace(-6, 9, 100)],
+              show_progress=False)
+    assert 0 < quantizer.amin.item() < 0.01 and quantizer._zero_point.item() == 0
     x = torch.linspace(-0.1, 1.0, 2001)
     y = quantizer(x)
     assert y.min().item() == 0.0  # negatives saturate to the zero point
     assert torch.unique(y).numel() == 256
-    assert (y - x.clamp(min=0)).abs().max().item() <= 0.5 / 255 + 1e-7
+    assert (y - x.clamp(min=0, max=quantizer.amax.item())).abs().max().item() <= (
+        0.5 / 255 + 1e-6)
 
     class Sigmoid(nn.Module):
         def __init__(self):
@@ -112,11 +117,39 @@ def test_non_negative_grid_has_255_steps_and_exports_with_zero_point_0(tmp_path)
     np.testing.assert_allclose(actual, quantizer(torch.sigmoid(logits)).numpy(), atol=1e-6)
 
 
-def test_non_negative_grid_needs_unsigned_storage_and_max_calibration():
-    with pytest.raises(ValueError, match="non-negative"):
-        QuantSpec(non_negative=True, calibrator="max")
-    with pytest.raises(ValueError, match="non-negative"):
-        QuantSpec(unsigned=True, non_negative=True)
-    spec = QuantSpec(unsigned=True, non_negative=True, calibrator="max", num_bits=7)
-    assert (spec.max_bound, spec.zero_point) == (127, 0)
-    assert QuantSpec.from_dict(spec.to_dict()) == spec
+@pytest.mark.parametrize("method", ["max", "mse"])
+def test_asymmetric_grid_spans_the_lowest_value_seen_to_amax(method):
+    """A SiLU's output (>= -0.28) on the asymmetric grid: the zero point sits where 0.0
+    falls, and the steps are about half those of the symmetric grid."""
+    generator = torch.Generator().manual_seed(0)
+    silu = torch.nn.functional.silu(torch.randn(20000, generator=generator) * 2)
+    asymmetric = TensorQuantizer(ORT_ACTIVATIONS, "asymmetric")
+    symmetric = TensorQuantizer(replace(ORT_ACTIVATIONS, asymmetric=False), "symmetric")
+    for quantizer in (asymmetric, symmetric):
+        calibrate(nn.Sequential(quantizer), [silu], method=method, show_progress=False)
+    assert asymmetric.amin.item() == pytest.approx(silu.min().item())
+    assert symmetric.amin is None
+    scale = asymmetric._scale.item()
+    assert scale == pytest.approx((asymmetric.amax.item() - silu.min().item()) / 255)
+    assert asymmetric._zero_point.item() == round(-silu.min().item() / scale)
+    assert scale < 0.6 * symmetric._scale.item()
+    error = {name: (q(silu) - silu).pow(2).mean().item()
+             for name, q in (("asymmetric", asymmetric), ("symmetric", symmetric))}
+    assert error["asymmetric"] < 0.5 * error["symmetric"]
+
+
+def test_asymmetric_grid_never_reaches_below_minus_amax():
+    quantizer = TensorQuantizer(ORT_ACTIVATIONS, "wide")
+    quantizer.set_amax(1.0, amin=-5.0)  # a long negative tail: the symmetric grid then
+    assert quantizer._scale.item() == pytest.approx(2 / 255)
+    assert quantizer._zero_point.item() in (127, 128)  # 127.5, rounded
+    quantizer.set_amax(2.0)  # amin kept
+    assert quantizer.amin.item() == -5.0 and quantizer._scale.item() == pytest.approx(4 / 255)
+
+
+def test_asymmetric_grid_needs_unsigned_storage_per_tensor():
+    with pytest.raises(ValueError, match="asymmetric"):
+        QuantSpec(asymmetric=True)
+    with pytest.raises(ValueError, match="asymmetric"):
+        QuantSpec(unsigned=True, asymmetric=True, axis=0, calibrator="max")
+    assert QuantSpec.from_dict(ORT_ACTIVATIONS.to_dict()) == ORT_ACTIVATIONS

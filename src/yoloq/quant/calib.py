@@ -27,12 +27,14 @@ class MaxCalibrator:
     def __init__(self, axis: int | None = None):
         self.axis = axis
         self._amax: torch.Tensor | None = None
+        self._min: torch.Tensor | None = None
 
     def collect(self, x: torch.Tensor) -> None:
         x = x.detach()
         if self.axis is None:
             low, high = torch.aminmax(x)
             amax = torch.maximum(-low, high).float()
+            self._min = low.float() if self._min is None else torch.minimum(self._min, low)
         else:
             dims = [d for d in range(x.dim()) if d != self.axis]
             amax = x.abs().amax(dim=dims).float()
@@ -49,8 +51,13 @@ class MaxCalibrator:
             raise RuntimeError("MaxCalibrator.compute_amax called before any data was collected")
         return self._amax.clone()
 
+    def minimum(self) -> torch.Tensor | None:
+        """The lowest value seen, per tensor (the bottom of an asymmetric grid)."""
+        return None if self._min is None else self._min.clone()
+
     def reset(self) -> None:
         self._amax = None
+        self._min = None
 
 
 class HistogramCalibrator:
@@ -73,6 +80,7 @@ class HistogramCalibrator:
         self._hist: torch.Tensor | None = None
         self._width = 0.0
         self._max_seen = 0.0
+        self._min_seen = math.inf
 
     def collect(self, x: torch.Tensor) -> None:
         x = x.detach().float()
@@ -81,6 +89,7 @@ class HistogramCalibrator:
         if not math.isfinite(x_max):
             raise ValueError("HistogramCalibrator: the tensor holds inf or NaN values")
         self._max_seen = max(self._max_seen, x_max)
+        self._min_seen = min(self._min_seen, low.item())
         if self._hist is None:
             self._start(x_max, x.device)
         elif x_max > self._range:
@@ -107,6 +116,10 @@ class HistogramCalibrator:
         extra = needed - len(self._hist)
         if extra > 0:
             self._hist = torch.cat([self._hist, self._hist.new_zeros(extra)])
+
+    def minimum(self) -> torch.Tensor | None:
+        """The lowest value seen (the bottom of an asymmetric grid); None before data."""
+        return None if self._hist is None else torch.tensor(self._min_seen, dtype=torch.float32)
 
     def histogram(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(counts, bin_edges) of |x| collected so far, on the CPU."""

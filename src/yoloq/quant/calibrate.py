@@ -74,7 +74,8 @@ def calibrate(
             raise ValueError("calibration data produced no batches")
         collected = time.perf_counter()
         for quantizer in targets:
-            quantizer.set_amax(_amax_of(quantizer.calibrator, method, percentile, quantizer.name))
+            quantizer.set_amax(_amax_of(quantizer.calibrator, method, percentile, quantizer.name),
+                               quantizer.calibrator.minimum())
     return CalibrationRun(method, batches, images, len(targets), collected - started,
                           time.perf_counter() - collected)
 
@@ -88,9 +89,12 @@ class MethodAmaxes:
     amax: dict[str, list[torch.Tensor]]
     run: CalibrationRun
 
+    amin: list[torch.Tensor | None] | None = None  # the lowest values seen (any method's)
+
     def apply(self, method: str) -> None:
-        for quantizer, amax in zip(self.quantizers, self.amax[method], strict=True):
-            quantizer.set_amax(amax)
+        amin = self.amin or [None] * len(self.quantizers)
+        for quantizer, amax, low in zip(self.quantizers, self.amax[method], amin, strict=True):
+            quantizer.set_amax(amax, low)
 
 
 def calibrate_each(
@@ -116,9 +120,10 @@ def calibrate_each(
         collected = time.perf_counter()
         amax = {method: [_amax_of(q.calibrator, method, percentile, q.name) for q in targets]
                 for method in methods}
+        amin = [q.calibrator.minimum() for q in targets]
     run = CalibrationRun("+".join(methods), batches, images, len(targets),
                          collected - started, time.perf_counter() - collected)
-    result = MethodAmaxes(targets, amax, run)
+    result = MethodAmaxes(targets, amax, run, amin)
     result.apply(methods[0])
     return result
 

@@ -64,7 +64,7 @@ def describe_spec(spec: QuantSpec | None) -> str:
         return "-"
     dtype = "uint" if spec.unsigned else "int"
     kind = "per-tensor" if spec.axis is None else f"per-channel({spec.axis})"
-    grid = " [0, amax]" if spec.non_negative else ""
+    grid = " asymmetric" if spec.asymmetric else ""
     return f"{dtype}{spec.num_bits}{grid} {kind}"
 
 

@@ -134,9 +134,31 @@ def _input_only(float_class: type[nn.Module]) -> type[nn.Module]:
     return type("Quant" + float_class.__name__, (float_class, _QuantInputOnly), attributes)
 
 
-QuantMaxPool1d = _input_only(nn.MaxPool1d)
-QuantMaxPool2d = _input_only(nn.MaxPool2d)
-QuantMaxPool3d = _input_only(nn.MaxPool3d)
+class _QuantMaxPool(_QuantInputOnly):
+    """Max pooling: where the config quantizes outputs, the output quantizer is the input
+    quantizer itself. The max of values on a grid is on that grid, so one scale and zero
+    point carry through, and ONNX Runtime drops the DequantizeLinear / QuantizeLinear
+    pair around the pool (it pools the uint8 tensor); calibrated apart, the output's
+    higher minimum would give it another zero point, and the pool would run in float."""
+
+    @classmethod
+    def from_float(cls, module, path, input_spec, weight_spec, output_spec=None):
+        module.__class__ = cls
+        module.attach_quantizers(path, input_spec, weight_spec)
+        if output_spec is not None:
+            module.output_quantizer = module.input_quantizer
+        return module
+
+
+def _max_pool(float_class: type[nn.Module]) -> type[nn.Module]:
+    attributes = {"forward": _QuantInputOnly.forward, "_float_class": float_class,
+                  "__module__": __name__}
+    return type("Quant" + float_class.__name__, (float_class, _QuantMaxPool), attributes)
+
+
+QuantMaxPool1d = _max_pool(nn.MaxPool1d)
+QuantMaxPool2d = _max_pool(nn.MaxPool2d)
+QuantMaxPool3d = _max_pool(nn.MaxPool3d)
 QuantAvgPool1d = _input_only(nn.AvgPool1d)
 QuantAvgPool2d = _input_only(nn.AvgPool2d)
 QuantAvgPool3d = _input_only(nn.AvgPool3d)
@@ -221,8 +243,9 @@ def _output_only(float_class: type[nn.Module]) -> type[nn.Module]:
 
 
 class QuantSiLU(nn.SiLU, QuantModule):
-    """SiLU as `x * sigmoid(x)` with the sigmoid's output quantized too (on the
-    non-negative grid, [0, 1] in 255 steps), and the product at the output.
+    """SiLU as `x * sigmoid(x)` with the sigmoid's output quantized too (where the
+    activations are unsigned, on the asymmetric grid: [0, 1] in 255 steps), and the
+    product at the output.
 
     With every tensor of the pair quantized, ONNX Runtime turns the exported Sigmoid and
     Mul into QLinearSigmoid and QLinearMul; with the sigmoid float they stay float ops
@@ -243,8 +266,9 @@ class QuantSiLU(nn.SiLU, QuantModule):
 
 def sigmoid_output_spec(spec: QuantSpec) -> QuantSpec:
     """The spec of a sigmoid's output next to activations of `spec`: its bits, the
-    non-negative grid where the storage is unsigned, calibrated by max (about 1)."""
-    return replace(spec, calibrator="max", error_space="linear", non_negative=spec.unsigned)
+    asymmetric grid where the storage is unsigned (the sigmoid is never negative, so
+    the grid is [0, amax]), calibrated by max (about 1)."""
+    return replace(spec, calibrator="max", error_space="linear", asymmetric=spec.unsigned)
 
 
 # Modules quantized at their output only, when the config asks for output quantizers.

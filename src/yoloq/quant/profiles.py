@@ -4,9 +4,11 @@
   channel. TensorRT fuses each Q into the producer's output itself, and wants no
   more Q/DQ than that (extra pairs break its Conv+activation fusions).
 - `ort`: every tensor between two int8 ops quantized (layer inputs, layer outputs
-  before the activation, activation and resampling outputs), activations stored as
-  uint8 with zero point 128 (same grid), so that ONNX Runtime's CPU provider fuses
-  each quantized Conv into QLinearConv, activations into QLinearLeakyRelu & co.
+  before the activation, activation and resampling outputs, a SiLU's sigmoid,
+  residual sums), activations asymmetric in uint8 (the grid from the lowest value
+  seen to amax), so that ONNX Runtime's CPU provider fuses each quantized Conv into
+  QLinearConv, activations into QLinearLeakyRelu, QLinearSigmoid and QLinearMul,
+  sums into QLinearAdd.
   `weight_bits=7` avoids the saturation of its u8s8 kernels on CPUs without VNNI.
 """
 
@@ -41,6 +43,6 @@ def profile_config(
             raise ValueError("the trt profile uses 8-bit weights (TensorRT has no 7-bit mode)")
         return QuantConfig(QuantSpec(calibrator=calibrator), ignore=tuple(ignore),
                            rules=tuple(rules))
-    activations = QuantSpec(unsigned=True, calibrator=calibrator)
+    activations = QuantSpec(unsigned=True, asymmetric=True, calibrator=calibrator)
     return QuantConfig(activations, ignore=tuple(ignore), rules=tuple(rules),
                        weight_bits=weight_bits, output_spec=activations)

@@ -43,6 +43,7 @@ class TensorQuantizer(nn.Module):
         # empty buffer moves with `.to()` from the start, and every amax is put there.
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
         self.register_buffer("amax", None)
+        self.register_buffer("amin", None)  # the lowest value seen, for asymmetric grids
         self.register_buffer("_scale", None, persistent=False)
         self.register_buffer("_zero_point", None, persistent=False)
 
@@ -50,9 +51,14 @@ class TensorQuantizer(nn.Module):
     def enabled(self) -> bool:
         return self.mode != QuantMode.DISABLED
 
-    def set_amax(self, amax: torch.Tensor | float) -> None:
+    def set_amax(self, amax: torch.Tensor | float,
+                 amin: torch.Tensor | float | None = None) -> None:
         """Store a copy of amax (a scalar per tensor, one value per channel otherwise) on
-        the quantizer's device, wherever `amax` is (calibrators may compute it elsewhere)."""
+        the quantizer's device, wherever `amax` is (calibrators may compute it elsewhere).
+
+        amin: for an asymmetric spec, the lowest value calibration saw (the grid's bottom
+        is amin kept within [-amax, 0]); None keeps the one stored, if any, else the
+        grid is [-amax, amax]. Ignored by symmetric specs."""
         amax = torch.as_tensor(amax, dtype=torch.float32).detach()
         if self.spec.axis is None:
             if amax.numel() != 1:
@@ -64,11 +70,30 @@ class TensorQuantizer(nn.Module):
                              f"{tuple(amax.shape)}")
         _check_amax_values(amax, self.name)
         self.amax = amax.to(self._device_anchor.device, copy=True)
+        if amin is not None and self.spec.asymmetric:
+            amin = torch.as_tensor(amin, dtype=torch.float32).detach().reshape(())
+            _check_amax_values(-amin.clamp(max=0), self.name)  # finite
+            self.amin = amin.to(self._device_anchor.device, copy=True)
         self._refresh_qparams()
 
     def _refresh_qparams(self) -> None:
+        if self.spec.asymmetric:
+            self._scale, self._zero_point = self._asymmetric_qparams()
+            return
         self._scale = self.amax.clamp(min=MIN_AMAX) / self.spec.max_bound
-        self._zero_point = torch.full_like(self.amax, self.spec.zero_point, dtype=torch.int32)
+        zero_point = 2 ** (self.spec.num_bits - 1) if self.spec.unsigned else 0
+        self._zero_point = torch.full_like(self.amax, zero_point, dtype=torch.int32)
+
+    def _asymmetric_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale and zero point of the grid [low, amax] in 2**bits - 1 steps; low is amin
+        kept within [-amax, 0], so that 0.0 is on the grid and the range is never wider
+        than the symmetric grid's."""
+        high = self.amax.clamp(min=MIN_AMAX)
+        low = -high if self.amin is None else torch.maximum(self.amin.clamp(max=0), -high)
+        levels = 2**self.spec.num_bits - 1
+        scale = (high - low) / levels
+        zero_point = torch.round(-low / scale).clamp(0, levels).to(torch.int32)
+        return scale, zero_point
 
     def quant_range(self, num_bits: int | None = None) -> tuple[int, int]:
         """(quant_min, quant_max) of `num_bits` integers; by default the spec's, the range
@@ -128,7 +153,7 @@ class TensorQuantizer(nn.Module):
         # with the saved shape, then let the default loader copy it.
         key = prefix + "amax"
         if key in state_dict:
-            self.set_amax(state_dict[key])
+            self.set_amax(state_dict[key], state_dict.get(prefix + "amin"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
@@ -139,9 +164,11 @@ class TensorQuantizer(nn.Module):
             amax = "uncalibrated"
         elif self.amax.dim() == 0:
             amax = f"amax={self.amax.item():.4g}"
+            if self.amin is not None:
+                amax += f" amin={self.amin.item():.4g}"
         else:
             amax = f"amax=[{self.amax.min().item():.4g}, {self.amax.max().item():.4g}]"
-        grid = " [0, amax]" if spec.non_negative else ""
+        grid = " asymmetric" if spec.asymmetric else ""
         return f"{dtype}{spec.num_bits}{grid} {kind} {self.mode.value} {amax}"
 
 

@@ -38,19 +38,13 @@ class QuantSpec:
     exported tensor to uint8 with zero point 2**(num_bits-1) (same grid, shifted),
     which is what ONNX Runtime's u8s8 CPU kernels want.
 
-    non_negative: for tensors that are never negative (a sigmoid's output): the grid
-    [0, amax] in 2**num_bits - 1 steps, stored as uint8 with zero point 0, twice the
-    resolution of the symmetric grid. ONNX Runtime and OpenVINO only (TensorRT's int8 is
-    symmetric), so only with `unsigned`; calibrated by max (the histogram methods
-    assume the symmetric grid).
-
-    axis: None for per-tensor; otherwise the channel axis (0 for Conv/Linear
-    weights, 1 for ConvTranspose weights).
-    calibrator: statistics collected for activations: "max" or "histogram".
-    error_space: where histogram calibration measures the quantization error: "linear"
-    (the value), or "sigmoid" (after the sigmoid that reads the tensor next, as a YOLO
-    head's raw outputs are read): such a quantizer gets the amax of least squared
-    error there, whichever histogram method calibrates the others.
+    asymmetric: the grid spans [amin, amax] in 2**num_bits - 1 steps, where amin is the
+    lowest value calibration saw (kept between -amax and 0, so 0.0 stays on the grid),
+    stored unsigned with the zero point where 0.0 falls. On a tensor that is mostly
+    positive (the output of a SiLU, a LeakyReLU, a sigmoid) that is up to twice the
+    resolution of the symmetric grid, as ONNX Runtime's own quantizer has it. For ONNX
+    Runtime and OpenVINO only (TensorRT's int8 is symmetric): needs `unsigned`, per
+    tensor. The histogram methods choose amax as they would for the symmetric grid.
     """
 
     num_bits: int = 8
@@ -59,7 +53,7 @@ class QuantSpec:
     calibrator: str = "histogram"
     num_bins: int = 2048
     error_space: str = "linear"
-    non_negative: bool = False
+    asymmetric: bool = False
 
     def __post_init__(self):
         if not 2 <= self.num_bits <= 8:
@@ -75,21 +69,13 @@ class QuantSpec:
             raise ValueError(f"num_bins must be at least 128, got {self.num_bins}")
         if self.axis is not None and self.calibrator != "max":
             raise ValueError("per-channel quantizers (axis set) support only calibrator='max'")
-        if self.non_negative and not (self.unsigned and self.calibrator == "max"):
-            raise ValueError("a non-negative grid needs unsigned=True and calibrator='max'")
+        if self.asymmetric and not (self.unsigned and self.axis is None):
+            raise ValueError("an asymmetric grid needs unsigned=True and a per-tensor axis")
 
     @property
     def max_bound(self) -> int:
-        """Largest integer on the grid, above the zero point: 127 for 8 bits (255 for a
-        non-negative grid)."""
-        if self.non_negative:
-            return 2**self.num_bits - 1
+        """Largest integer of the symmetric grid: 127 for 8 bits."""
         return 2 ** (self.num_bits - 1) - 1
-
-    @property
-    def zero_point(self) -> int:
-        """The stored integer of 0.0: 128 for unsigned 8 bits on the symmetric grid."""
-        return 2 ** (self.num_bits - 1) if self.unsigned and not self.non_negative else 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,11 +12,12 @@ from yoloq.quant.spec import QuantSpec
 
 
 def quant_state_dict(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """{quantizer path: {"amax", "mode", "spec"}}: plain data `torch.load(weights_only=True)`
-    reads back."""
+    """{quantizer path: {"amax", "amin", "mode", "spec"}}: plain data that
+    `torch.load(weights_only=True)` reads back."""
     return {
         path: {
             "amax": None if q.amax is None else q.amax.detach().cpu().clone(),
+            "amin": None if q.amin is None else q.amin.detach().cpu().clone(),
             "mode": q.mode.value,
             "spec": q.spec.to_dict(),
         }
@@ -37,5 +38,5 @@ def load_quant_state_dict(model: nn.Module, state: dict[str, dict[str, Any]]) ->
         if spec != quantizer.spec:
             raise ValueError(f"{path}: saved spec {spec} differs from the model's {quantizer.spec}")
         if entry["amax"] is not None:
-            quantizer.set_amax(torch.as_tensor(entry["amax"]))
+            quantizer.set_amax(torch.as_tensor(entry["amax"]), entry.get("amin"))
         quantizer.mode = QuantMode(entry["mode"])
