@@ -5,8 +5,17 @@ Rows, per model and batch size (ratios to ONNX Runtime float and to OpenVINO's d
 float, which is bf16 on CPUs with BF16 or AMX):
 
     ort_float             ONNX Runtime, the float ONNX
-    ort_yoloq             ONNX Runtime, yoloq's ort profile (int8 weights on disk)
-    ort_quantize_static   ONNX Runtime, its own quantize_static (QDQ, per channel, U8S8)
+    ort_yoloq             ONNX Runtime, yoloq's ort profile (int8 weights on disk), the
+                          head's convolutions float (yoloq's default)
+    ort_yoloq_head        the same with the head's convolutions quantized too
+                          (`--quantize-head`)
+    ort_quantize_static   ONNX Runtime, its own quantize_static (QDQ, per channel, U8S8),
+                          its defaults: the head and the box decode quantized too (the
+                          decode in int8 costs 20 to 60 points of mAP: see peers.py)
+    ort_qs_head_float     quantize_static with the box decode and the head's convolutions
+                          float: like for like with ort_yoloq
+    ort_qs_decode_float   quantize_static with the box decode float: like for like with
+                          ort_yoloq_head
     ov_f32                OpenVINO, the float ONNX with the f32 precision hint
     ov_bf16               OpenVINO, the float ONNX with the bf16 hint (CPUs with BF16 only)
     ov_yoloq              OpenVINO, yoloq's trt-profile ONNX (the same file TensorRT takes)
@@ -36,7 +45,7 @@ from pathlib import Path
 
 import openvino as ov
 from _common import RESULTS, calibration_images, cpu_flags, machine, random_detector
-from _peers_tools import ort_quantize_static
+from _peers_tools import decode_nodes, head_convs, ort_quantize_static
 
 from yoloq.export import export_detector
 from yoloq.models import load_model
@@ -62,13 +71,20 @@ def build_files(name: str, img: int, calib: int, folder: Path) -> dict[str, Path
     files = {"float": export_detector(model, folder / f"{name}_float.onnx", img)}
     # 8-bit weights where the CPU has VNNI (no u8s8 saturation there), else 7-bit.
     bits = 8 if {"avx512_vnni", "avx_vnni"} & set(cpu_flags()) else 7
-    for profile, weight_bits in (("ort", bits), ("trt", 8)):
-        quantized, *_ = quantize_yolo(copy.deepcopy(model), profile, weight_bits)
+    for key, profile, weight_bits, head in (("yoloq_ort", "ort", bits, True),
+                                            ("yoloq_ort_head", "ort", bits, False),
+                                            ("yoloq_trt", "trt", 8, True)):
+        quantized, *_ = quantize_yolo(copy.deepcopy(model), profile, weight_bits,
+                                      keep_head_float=head)
         calibrate(quantized, images, method="max", show_progress=False)
-        files[f"yoloq_{profile}"] = export_detector(
-            quantized, folder / f"{name}_yoloq_{profile}.onnx", img, int8_weights=True)
-    files["quantize_static"] = ort_quantize_static(
-        files["float"], folder / f"{name}_quantize_static.onnx", [x[:1] for x in images])
+        files[key] = export_detector(quantized, folder / f"{name}_{key}.onnx", img,
+                                     int8_weights=True)
+    singles = [x[:1] for x in images]
+    decode = decode_nodes(files["float"])
+    for key, exclude in (("quantize_static", []), ("qs_decode_float", decode),
+                         ("qs_head_float", decode + head_convs(files["float"]))):
+        files[key] = ort_quantize_static(files["float"], folder / f"{name}_{key}.onnx",
+                                         singles, exclude=exclude)
     if importlib.util.find_spec("nncf") is not None:
         files["nncf"] = nncf_openvino(files["float"], folder / f"{name}_nncf.xml", images)
     return files
@@ -91,7 +107,11 @@ def runners_for(files: dict[str, Path], batches, img: int, bf16: bool):
     """(label, Runner) of every row; yoloq's OpenVINO model checked for int8 first."""
     rows = [("ort_float", onnx_runner(files["float"], batches, img_size=img)),
             ("ort_yoloq", onnx_runner(files["yoloq_ort"], batches, img_size=img)),
-            ("ort_quantize_static", onnx_runner(files["quantize_static"], batches, img_size=img))]
+            ("ort_yoloq_head", onnx_runner(files["yoloq_ort_head"], batches, img_size=img)),
+            ("ort_quantize_static", onnx_runner(files["quantize_static"], batches, img_size=img)),
+            ("ort_qs_head_float", onnx_runner(files["qs_head_float"], batches, img_size=img)),
+            ("ort_qs_decode_float", onnx_runner(files["qs_decode_float"], batches,
+                                                img_size=img))]
     openvino = {"ov_f32": (files["float"], "f32"), "ov_default": (files["float"], "default")}
     if bf16:
         openvino["ov_bf16"] = (files["float"], "bf16")
@@ -186,7 +206,8 @@ def markdown(data: dict) -> str:
     lines = [f"CPU: {machine_info['processor']}, {machine_info['cpu_count']} cores, flags "
              f"{', '.join(machine_info['cpu_flags'])}; " + ", ".join(
                  f"{k} {v}" for k, v in data["versions"].items() if v), ""]
-    labels = ["ort_float", "ort_yoloq", "ort_quantize_static", "ov_f32", "ov_bf16",
+    labels = ["ort_float", "ort_yoloq", "ort_qs_head_float", "ort_yoloq_head",
+              "ort_qs_decode_float", "ort_quantize_static", "ov_f32", "ov_bf16",
               "ov_default", "ov_yoloq", "ov_nncf"]
     lines.append("| model | batch | " + " | ".join(labels) + " |")
     lines.append("|---|---:|" + "---:|" * len(labels))

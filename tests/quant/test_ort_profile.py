@@ -118,33 +118,58 @@ def test_a_sigmoid_output_gets_the_grid_0_to_1_in_255_steps_with_zero_point_0(tm
 
 
 @pytest.mark.parametrize("method", ["max", "mse"])
-def test_asymmetric_grid_spans_the_lowest_value_seen_to_amax(method):
+def test_asymmetric_grid_halves_the_steps_on_a_silu_output(method):
     """A SiLU's output (>= -0.28) on the asymmetric grid: the zero point sits where 0.0
-    falls, and the steps are about half those of the symmetric grid."""
+    falls, the steps are about half those of the symmetric grid, and so is the error."""
     generator = torch.Generator().manual_seed(0)
     silu = torch.nn.functional.silu(torch.randn(20000, generator=generator) * 2)
     asymmetric = TensorQuantizer(ORT_ACTIVATIONS, "asymmetric")
     symmetric = TensorQuantizer(replace(ORT_ACTIVATIONS, asymmetric=False), "symmetric")
     for quantizer in (asymmetric, symmetric):
         calibrate(nn.Sequential(quantizer), [silu], method=method, show_progress=False)
-    assert asymmetric.amin.item() == pytest.approx(silu.min().item())
+    low = asymmetric.amin.item()
+    assert low == silu.min().item() if method == "max" else silu.min().item() <= low < -0.2
     assert symmetric.amin is None
     scale = asymmetric._scale.item()
-    assert scale == pytest.approx((asymmetric.amax.item() - silu.min().item()) / 255)
-    assert asymmetric._zero_point.item() == round(-silu.min().item() / scale)
+    assert scale == pytest.approx((asymmetric.amax.item() - low) / 255)
+    assert asymmetric._zero_point.item() == round(-low / scale)
     assert scale < 0.6 * symmetric._scale.item()
     error = {name: (q(silu) - silu).pow(2).mean().item()
              for name, q in (("asymmetric", asymmetric), ("symmetric", symmetric))}
     assert error["asymmetric"] < 0.5 * error["symmetric"]
 
 
-def test_asymmetric_grid_never_reaches_below_minus_amax():
-    quantizer = TensorQuantizer(ORT_ACTIVATIONS, "wide")
-    quantizer.set_amax(1.0, amin=-5.0)  # a long negative tail: the symmetric grid then
-    assert quantizer._scale.item() == pytest.approx(2 / 255)
-    assert quantizer._zero_point.item() in (127, 128)  # 127.5, rounded
-    quantizer.set_amax(2.0)  # amin kept
-    assert quantizer.amin.item() == -5.0 and quantizer._scale.item() == pytest.approx(4 / 255)
+def grid_ends(x: torch.Tensor, method: str) -> tuple[float, float]:
+    quantizer = TensorQuantizer(ORT_ACTIVATIONS, "q")
+    calibrate(nn.Sequential(quantizer), [x], method=method, show_progress=False)
+    return quantizer.amin.item(), quantizer.amax.item()
+
+
+@pytest.mark.parametrize("method", ["mse", "percentile", "entropy"])
+def test_each_end_of_an_asymmetric_grid_is_calibrated_on_its_own_side(method):
+    """Stretching the positive values three times moves the upper end three times and
+    leaves the lower end where it was (within a few bins), and the other way round."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.nn.functional.leaky_relu(torch.randn(200000, generator=generator) * 2, 0.1)
+    low, high = grid_ends(x, method)
+    assert x.min().item() <= low < -0.2 and 2.0 < high <= x.max().item() + 1e-3
+    stretched_low, stretched_high = grid_ends(torch.where(x > 0, 3 * x, x), method)
+    assert stretched_low == pytest.approx(low, rel=0.05)
+    assert stretched_high == pytest.approx(3 * high, rel=0.05)
+    deeper_low, same_high = grid_ends(torch.where(x < 0, 3 * x, x), method)
+    assert deeper_low == pytest.approx(3 * low, rel=0.05)
+    assert same_high == pytest.approx(high, rel=0.05)
+
+
+def test_percentile_ends_are_each_sides_quantiles():
+    generator = torch.Generator().manual_seed(2)
+    x = torch.nn.functional.leaky_relu(torch.randn(200000, generator=generator) * 2, 0.1)
+    low, high = grid_ends(x, "percentile")
+    # Each side's histogram holds every value (the other side's at 0, as |x| holds a
+    # ReLU's zeros), so its threshold leaves out 0.01% of all values, from that side.
+    for side, end in ((-x[x < 0], -low), (x[x > 0], high)):
+        left_out = 1e-4 * len(x) / len(side)
+        assert end == pytest.approx(torch.quantile(side, 1 - left_out).item(), rel=0.02)
 
 
 def test_asymmetric_grid_needs_unsigned_storage_per_tensor():

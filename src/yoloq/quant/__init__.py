@@ -1,7 +1,7 @@
 """The quantization core: quantizers, calibrators, quantized modules, insertion,
 calibration. It knows nothing of YOLO and works on any torch CNN."""
 
-from yoloq.quant.calib import HistogramCalibrator, MaxCalibrator
+from yoloq.quant.calib import HistogramCalibrator, MaxCalibrator, SignedHistogramCalibrator
 from yoloq.quant.calibrate import (
     METHODS,
     CalibrationRun,
@@ -33,6 +33,7 @@ __all__ = [
     "CalibrationRun",
     "HistogramCalibrator",
     "MaxCalibrator",
+    "SignedHistogramCalibrator",
     "QuantAdd",
     "QuantConcat",
     "QuantConfig",

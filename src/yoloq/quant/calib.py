@@ -27,14 +27,17 @@ class MaxCalibrator:
     def __init__(self, axis: int | None = None):
         self.axis = axis
         self._amax: torch.Tensor | None = None
-        self._min: torch.Tensor | None = None
+        self._low_high: torch.Tensor | None = None  # per tensor: (lowest, highest) seen
 
     def collect(self, x: torch.Tensor) -> None:
         x = x.detach()
         if self.axis is None:
             low, high = torch.aminmax(x)
             amax = torch.maximum(-low, high).float()
-            self._min = low.float() if self._min is None else torch.minimum(self._min, low)
+            seen = torch.stack([low, high]).float()
+            self._low_high = seen if self._low_high is None else torch.stack(
+                [torch.minimum(self._low_high[0], seen[0]),
+                 torch.maximum(self._low_high[1], seen[1])])
         else:
             dims = [d for d in range(x.dim()) if d != self.axis]
             amax = x.abs().amax(dim=dims).float()
@@ -51,13 +54,16 @@ class MaxCalibrator:
             raise RuntimeError("MaxCalibrator.compute_amax called before any data was collected")
         return self._amax.clone()
 
-    def minimum(self) -> torch.Tensor | None:
-        """The lowest value seen, per tensor (the bottom of an asymmetric grid)."""
-        return None if self._min is None else self._min.clone()
+    def compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lowest, highest) value seen, per tensor: an asymmetric grid's ends."""
+        if self._low_high is None:
+            raise RuntimeError("MaxCalibrator.compute_range called before any per-tensor data "
+                               "was collected")
+        return self._low_high[0].clone(), self._low_high[1].clone()
 
     def reset(self) -> None:
         self._amax = None
-        self._min = None
+        self._low_high = None
 
 
 class HistogramCalibrator:
@@ -80,16 +86,14 @@ class HistogramCalibrator:
         self._hist: torch.Tensor | None = None
         self._width = 0.0
         self._max_seen = 0.0
-        self._min_seen = math.inf
 
     def collect(self, x: torch.Tensor) -> None:
         x = x.detach().float()
-        low, high = torch.aminmax(x)
-        x_max = max(-low.item(), high.item())
+        low, high = torch.stack(torch.aminmax(x)).tolist()  # one device sync, not two
+        x_max = max(-low, high)
         if not math.isfinite(x_max):
             raise ValueError("HistogramCalibrator: the tensor holds inf or NaN values")
         self._max_seen = max(self._max_seen, x_max)
-        self._min_seen = min(self._min_seen, low.item())
         if self._hist is None:
             self._start(x_max, x.device)
         elif x_max > self._range:
@@ -116,10 +120,6 @@ class HistogramCalibrator:
         extra = needed - len(self._hist)
         if extra > 0:
             self._hist = torch.cat([self._hist, self._hist.new_zeros(extra)])
-
-    def minimum(self) -> torch.Tensor | None:
-        """The lowest value seen (the bottom of an asymmetric grid); None before data."""
-        return None if self._hist is None else torch.tensor(self._min_seen, dtype=torch.float32)
 
     def histogram(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(counts, bin_edges) of |x| collected so far, on the CPU."""
@@ -158,6 +158,34 @@ class HistogramCalibrator:
                 value = amax_math.mse_amax(counts, edges, self.num_bits, stride=stride,
                                            error_space=self.error_space)
         return torch.tensor(value, dtype=torch.float32, device=device)
+
+
+class SignedHistogramCalibrator:
+    """The two ends of an asymmetric grid, each calibrated on its own side: a histogram
+    of the positive values and one of the negatives' magnitudes (each with the other
+    side's values at 0), so that each side has the resolution of a histogram of its own,
+    and a histogram method thresholds it as it would |x| for a symmetric grid."""
+
+    def __init__(self, num_bits: int = 8, num_bins: int = 2048, error_space: str = "linear"):
+        self.positive = HistogramCalibrator(num_bits, num_bins, error_space)
+        self.negative = HistogramCalibrator(num_bits, num_bins, error_space)
+
+    def collect(self, x: torch.Tensor) -> None:
+        x = x.detach().float()
+        self.positive.collect(x.clamp(min=0))
+        self.negative.collect(x.neg().clamp_(min=0))
+
+    def compute_range(self, method: str = "entropy",
+                      percentile: float = 99.99) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lower end, upper end) by `method` ("max": the lowest and highest values seen),
+        each side thresholded as a symmetric grid's half: a little tighter than that
+        side's share of 2**num_bits - 1 steps would allow."""
+        low = self.negative.compute_amax(method, percentile)
+        return -low, self.positive.compute_amax(method, percentile)
+
+    def reset(self) -> None:
+        self.positive.reset()
+        self.negative.reset()
 
 
 def _bins_to_cover(x_max: float, width: float) -> int:

@@ -16,7 +16,12 @@ import torch
 import torch.nn as nn
 
 from yoloq.console import progress
-from yoloq.quant.calib import HISTOGRAM_METHODS, HistogramCalibrator, MaxCalibrator
+from yoloq.quant.calib import (
+    HISTOGRAM_METHODS,
+    HistogramCalibrator,
+    MaxCalibrator,
+    SignedHistogramCalibrator,
+)
 from yoloq.quant.quantizer import QuantMode, TensorQuantizer, iter_quantizers
 
 METHODS = ("max", *HISTOGRAM_METHODS)
@@ -74,8 +79,7 @@ def calibrate(
             raise ValueError("calibration data produced no batches")
         collected = time.perf_counter()
         for quantizer in targets:
-            quantizer.set_amax(_amax_of(quantizer.calibrator, method, percentile, quantizer.name),
-                               quantizer.calibrator.minimum())
+            quantizer.set_amax(*_grid_of(quantizer, method, percentile))
     return CalibrationRun(method, batches, images, len(targets), collected - started,
                           time.perf_counter() - collected)
 
@@ -89,10 +93,10 @@ class MethodAmaxes:
     amax: dict[str, list[torch.Tensor]]
     run: CalibrationRun
 
-    amin: list[torch.Tensor | None] | None = None  # the lowest values seen (any method's)
+    amin: dict[str, list[torch.Tensor | None]] | None = None  # asymmetric grids' lower ends
 
     def apply(self, method: str) -> None:
-        amin = self.amin or [None] * len(self.quantizers)
+        amin = (self.amin or {}).get(method) or [None] * len(self.quantizers)
         for quantizer, amax, low in zip(self.quantizers, self.amax[method], amin, strict=True):
             quantizer.set_amax(amax, low)
 
@@ -118,9 +122,10 @@ def calibrate_each(
         if batches == 0 and not callable(data):
             raise ValueError("calibration data produced no batches")
         collected = time.perf_counter()
-        amax = {method: [_amax_of(q.calibrator, method, percentile, q.name) for q in targets]
-                for method in methods}
-        amin = [q.calibrator.minimum() for q in targets]
+        grids = {method: [_grid_of(q, method, percentile) for q in targets]
+                 for method in methods}
+    amax = {method: [high for high, _ in grid] for method, grid in grids.items()}
+    amin = {method: [low for _, low in grid] for method, grid in grids.items()}
     run = CalibrationRun("+".join(methods), batches, images, len(targets),
                          collected - started, time.perf_counter() - collected)
     result = MethodAmaxes(targets, amax, run, amin)
@@ -132,6 +137,8 @@ def _make_calibrator(quantizer: TensorQuantizer, method: str):
     spec = quantizer.spec
     if method == "max" or spec.calibrator == "max":
         return MaxCalibrator(spec.axis)
+    if spec.asymmetric:
+        return SignedHistogramCalibrator(spec.num_bits, spec.num_bins, spec.error_space)
     return HistogramCalibrator(spec.num_bits, spec.num_bins, spec.error_space)
 
 
@@ -174,6 +181,24 @@ def batch_images(data: Iterable, limit: int | None, description: str,
     total = limit if limit is not None else _length(data)
     for batch in progress(_take(data, limit), description, total, show_progress):
         yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _grid_of(quantizer: TensorQuantizer, method: str,
+             percentile: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(amax, amin) from a quantizer's calibrator; amin (the lower end) only where the
+    spec is asymmetric, amax then the upper end."""
+    calibrator = quantizer.calibrator
+    if not quantizer.spec.asymmetric:
+        return _amax_of(calibrator, method, percentile, quantizer.name), None
+    try:
+        if isinstance(calibrator, SignedHistogramCalibrator):
+            low, high = calibrator.compute_range(method, percentile)
+        else:
+            low, high = calibrator.compute_range()
+    except RuntimeError:
+        raise RuntimeError(f"quantizer {quantizer.name} saw no data during calibration: is "
+                           "its module used in the model's forward?") from None
+    return high, low
 
 
 def _amax_of(calibrator, method: str, percentile: float, name: str) -> torch.Tensor:

@@ -56,9 +56,9 @@ class TensorQuantizer(nn.Module):
         """Store a copy of amax (a scalar per tensor, one value per channel otherwise) on
         the quantizer's device, wherever `amax` is (calibrators may compute it elsewhere).
 
-        amin: for an asymmetric spec, the lowest value calibration saw (the grid's bottom
-        is amin kept within [-amax, 0]); None keeps the one stored, if any, else the
-        grid is [-amax, amax]. Ignored by symmetric specs."""
+        amin: for an asymmetric spec, the grid's lower end (amax is then its upper end;
+        above 0 counts as 0, so that 0.0 stays on the grid); None keeps the one stored,
+        if any, else the grid is [-amax, amax]. Ignored by symmetric specs."""
         amax = torch.as_tensor(amax, dtype=torch.float32).detach()
         if self.spec.axis is None:
             if amax.numel() != 1:
@@ -85,11 +85,10 @@ class TensorQuantizer(nn.Module):
         self._zero_point = torch.full_like(self.amax, zero_point, dtype=torch.int32)
 
     def _asymmetric_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scale and zero point of the grid [low, amax] in 2**bits - 1 steps; low is amin
-        kept within [-amax, 0], so that 0.0 is on the grid and the range is never wider
-        than the symmetric grid's."""
+        """Scale and zero point of the grid [low, amax] in 2**bits - 1 steps; low is amin,
+        at most 0, so that 0.0 is on the grid (-amax before any amin was set)."""
         high = self.amax.clamp(min=MIN_AMAX)
-        low = -high if self.amin is None else torch.maximum(self.amin.clamp(max=0), -high)
+        low = -high if self.amin is None else self.amin.clamp(max=0)
         levels = 2**self.spec.num_bits - 1
         scale = (high - low) / levels
         zero_point = torch.round(-low / scale).clamp(0, levels).to(torch.int32)

@@ -38,13 +38,14 @@ class QuantSpec:
     exported tensor to uint8 with zero point 2**(num_bits-1) (same grid, shifted),
     which is what ONNX Runtime's u8s8 CPU kernels want.
 
-    asymmetric: the grid spans [amin, amax] in 2**num_bits - 1 steps, where amin is the
-    lowest value calibration saw (kept between -amax and 0, so 0.0 stays on the grid),
-    stored unsigned with the zero point where 0.0 falls. On a tensor that is mostly
-    positive (the output of a SiLU, a LeakyReLU, a sigmoid) that is up to twice the
-    resolution of the symmetric grid, as ONNX Runtime's own quantizer has it. For ONNX
-    Runtime and OpenVINO only (TensorRT's int8 is symmetric): needs `unsigned`, per
-    tensor. The histogram methods choose amax as they would for the symmetric grid.
+    asymmetric: the grid spans [amin, amax] in 2**num_bits - 1 steps, stored unsigned with
+    the zero point where 0.0 falls; each end is calibrated on its own side of the
+    tensor's values (max: the lowest and highest seen; a histogram method: its threshold
+    on the negative and on the positive counts), amin at most 0 so that 0.0 stays on the
+    grid. On a tensor that is mostly positive (the output of a SiLU, a LeakyReLU, a
+    sigmoid) that is up to twice the resolution of the symmetric grid, as ONNX Runtime's
+    own quantizer has it. For ONNX Runtime and OpenVINO only (TensorRT's int8 is
+    symmetric): needs `unsigned`, per tensor.
     """
 
     num_bits: int = 8
