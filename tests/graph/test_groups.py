@@ -148,15 +148,24 @@ def test_residual_add_quantizes_the_identity_branch_only(quantized):
 
 
 @pytest.mark.parametrize("profile, rules", [("ort", True), ("trt", False)])
-def test_no_ties_for_ort_or_without_rules(profile, rules):
-    """No TensorRT groups; the ort profile's only shared quantizer is each MaxPool's
-    output, which is its input quantizer (one grid through the pool)."""
+def test_no_tensorrt_ties_for_ort_or_without_rules(profile, rules):
+    """Without rules nothing is tied but a MaxPool's output to its input; the ort
+    profile ties quantizers that read one tensor, and through MaxPool and nearest
+    resampling, never across a Concat (ONNX Runtime's QLinearConcat takes any scales)."""
     from yoloq.models import build_model
     from yoloq.models.quantized import QuantResidualAdd, quantize_yolo
 
     model = build_model("yolov5n", nc=3).fuse().eval()
     quantize_yolo(model, profile, rules=rules)
-    expected = {"model.9.m.output_quantizer": "model.9.m.input_quantizer"} if (
-        profile == "ort") else {}
-    assert quantizer_ties(model) == expected
+    ties = quantizer_ties(model)
+    if profile == "trt":
+        assert ties == {}
+    else:
+        assert ties["model.2.cv1.conv.input_quantizer"] == "model.1.act.output_quantizer"
+        pools = {ties[f"model.9.m.{site}_quantizer"] for site in ("input", "output")}
+        assert pools == {"model.9.cv1.act.output_quantizer"}
+        # layer 13 reads the Concat of layers 11 and 6: its two readers share a scale,
+        # which no input of the Concat shares.
+        assert ties["model.13.cv2.conv.input_quantizer"] == "model.13.cv1.conv.input_quantizer"
+        assert "model.13.cv1.conv.input_quantizer" not in ties
     assert not any(isinstance(m, QuantResidualAdd) for m in model.modules())

@@ -15,6 +15,7 @@ import torch.nn as nn
 from models_tiny import smooth_images
 from yoloq.export import export_detector, export_onnx
 from yoloq.export.onnx import constant_values
+from yoloq.graph import quantizer_ties
 from yoloq.models import load_model
 from yoloq.models.quantized import QuantResidualSum, load_quantized, quantize_yolo, save_quantized
 from yoloq.quant import QuantSpec, TensorQuantizer, calibrate, profile_config
@@ -25,60 +26,85 @@ ORT_ACTIVATIONS = profile_config("ort").input_spec
 IMG = 128
 
 
-@pytest.fixture(scope="module")
-def demo_v5(tmp_path_factory):
-    """demo-v5 (SiLU, residual bottlenecks) in the ort profile, exported, and the graph
-    ONNX Runtime optimised it into."""
+@pytest.fixture(scope="module", params=["demo-v5", "demo"])
+def ort_model(request, tmp_path_factory):
+    """A demo model in the ort profile (demo-v5: SiLU, residual bottlenecks, SPPF; demo:
+    LeakyReLU, max-pool downsampling, SPPCSPC), exported, and the graph ONNX Runtime
+    optimised it into."""
     folder = tmp_path_factory.mktemp("ort_profile")
-    model, _, config = quantize_yolo(load_model("demo-v5").fuse().eval(), "ort", 8)
-    calibrate(model, smooth_images(4, IMG).split(2), method="max", show_progress=False)
+    model, _, config = quantize_yolo(load_model(request.param).fuse().eval(), "ort", 8)
+    calibrate(model, smooth_images(4, IMG).split(2), method="mse", show_progress=False)
     path = export_detector(model, folder / "ort.onnx", IMG, int8_weights=True)
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(folder / "optimized.onnx")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return model, config, session, onnx.load(options.optimized_model_filepath).graph
+    graph = onnx.load(options.optimized_model_filepath).graph
+    return request.param, model, config, session, graph
 
 
-def test_every_silu_and_residual_add_runs_in_int8(demo_v5):
-    model, _, _, graph = demo_v5
+def count(model: nn.Module, kind) -> int:
+    return sum(isinstance(m, kind) and hasattr(m, "output_quantizer") for m in model.modules())
+
+
+def test_every_activation_sum_and_pool_runs_in_int8(ort_model):
+    _, model, _, _, graph = ort_model
     ops = Counter(node.op_type for node in graph.node)
-    silus = sum(isinstance(m, QuantSiLU) for m in model.modules())
-    adds = sum(isinstance(m, QuantResidualSum) for m in model.modules())
-    assert silus > 0 and ops["QLinearSigmoid"] == silus and ops["QLinearMul"] == silus
-    assert adds > 0 and ops["QLinearAdd"] == adds
+    silus, leaky = count(model, QuantSiLU), count(model, nn.LeakyReLU)
+    assert silus + leaky > 0
+    assert ops["QLinearSigmoid"] == ops["QLinearMul"] == silus
+    assert ops["QLinearLeakyRelu"] == leaky
+    assert ops["QLinearAdd"] == count(model, QuantResidualSum)
+    assert ops["MaxPool"] >= count(model, nn.MaxPool2d) > 0  # on uint8: the next test
 
 
-def test_no_float_op_reads_a_dequantized_activation(demo_v5):
+def test_no_float_op_reads_a_dequantized_activation(ort_model):
     """Between quantized layers nothing runs in float: where a DequantizeLinear is left,
-    only the float head's convolutions read it."""
-    *_, graph = demo_v5
+    only the float head's convolutions read it (through a layout change), or a
+    QuantizeLinear of the very same grid (an identity ONNX Runtime leaves in place)."""
+    *_, graph = ort_model
     producer = {output: node for node in graph.node for output in node.output}
-    readers = [node for node in graph.node for name in node.input
+    values = constant_values(graph)
+    readers = [(node, producer[name]) for node in graph.node for name in node.input
                if name in producer and producer[name].op_type == "DequantizeLinear"]
-    assert readers and {node.op_type for node in readers} <= {"Conv", "FusedConv"}
+
+    def same_grid(q, dq):
+        return all(np.array_equal(values[a], values[b]) for a, b in zip(q.input[1:],
+                                                                         dq.input[1:]))
+
+    readers = [node for node, dq in readers
+               if not (node.op_type == "QuantizeLinear" and same_grid(node, dq))]
+    assert readers and {node.op_type for node in readers} <= {"Conv", "FusedConv",
+                                                              "ReorderInput"}
+    reordered = {output for node in readers if node.op_type == "ReorderInput"
+                 for output in node.output}
+    later = {node.op_type for node in graph.node if set(node.input) & reordered}
+    assert later <= {"Conv", "FusedConv"}
 
 
-def test_onnxruntime_runs_the_model_torch_quantized(demo_v5):
+def test_onnxruntime_runs_the_model_torch_quantized(ort_model):
     """ONNX Runtime's integer kernels requantize where torch's fake quantization does
     not round, so the two differ; but by less than quantization moved torch's output
     from the float model's (a wrong grid, e.g. the sigmoid's zero point, would not)."""
-    model, _, session, _ = demo_v5
-    float_model = load_model("demo-v5").fuse().eval()
+    name, model, _, session, _ = ort_model
+    float_model = load_model(name).fuse().eval()
     images = smooth_images(2, IMG, seed=5)
     with torch.no_grad():
         expected, reference = model(images)[0], float_model(images)[0]
     actual = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+
     def error(a, b):  # boxes and objectness, in pixels and probability
         return (a - b)[..., :5].abs().mean().item()
+
     assert error(actual, expected) < error(expected, reference)
 
 
-def test_saved_ort_model_keeps_its_residual_sums(demo_v5, tmp_path):
-    model, config, *_ = demo_v5
+def test_saved_ort_model_keeps_its_sums_grids_and_ties(ort_model, tmp_path):
+    _, model, config, *_ = ort_model
     model.names = [str(i) for i in range(len(model.names))]
     loaded = load_quantized(save_quantized(model, tmp_path / "ptq.pt", "ort", config, IMG))
-    assert sum(isinstance(m, QuantResidualSum) for m in loaded.modules()) > 0
+    assert count(loaded, QuantResidualSum) == count(model, QuantResidualSum)
+    assert quantizer_ties(loaded) == quantizer_ties(model) != {}
     images = smooth_images(1, IMG, seed=3)
     with torch.no_grad():
         torch.testing.assert_close(loaded(images)[0], model(images)[0])

@@ -2,6 +2,7 @@
 quantizers that must share one scale, how they are tied, and a lint for any Q/DQ ONNX."""
 
 from yoloq.graph.groups import (
+    ORT_PASSES,
     PASSES,
     ScaleGroup,
     find_scale_groups,
@@ -15,6 +16,7 @@ from yoloq.graph.tie import apply_ties, quantizer_ties, tie_quantizers, tied_gro
 from yoloq.graph.trace import Dataflow, trace_dataflow
 
 __all__ = [
+    "ORT_PASSES",
     "PASSES",
     "Dataflow",
     "ScaleGroup",

@@ -100,6 +100,18 @@ PASSES: tuple[Pass, ...] = (
 )
 
 
+# For ONNX Runtime's QDQ fusions (the ort profile, whose layers quantize their outputs
+# too): it drops a DequantizeLinear / QuantizeLinear pair around a MaxPool, a nearest
+# Resize or a reshape only where both have one scale and zero point, and a tensor that
+# two quantizers read is requantized between them. Its QLinearConcat takes inputs of
+# any scale, so a Concat needs no shared one.
+ORT_PASSES: tuple[Pass, ...] = (
+    share_tensor_readers,
+    share_maxpool_scales,
+    share_through_reshapes,
+)
+
+
 def scale_groups(flow: Dataflow, passes: Iterable[Pass] = PASSES) -> list[ScaleGroup]:
     """Run the passes and return the groups of two or more quantizers, in module order."""
     sets = UnionFind()

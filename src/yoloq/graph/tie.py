@@ -33,19 +33,33 @@ def tie_quantizers(model: nn.Module, groups: Iterable[ScaleGroup]) -> dict[str, 
     share its scale: it stays apart, with a warning. Returns {follower: leader}.
     """
     ties = {}
+    aliases = _paths_by_quantizer(model)
     for group in groups:
         leader = model.get_submodule(group.leader)
         for follower in group.followers:
-            if model.get_submodule(follower).spec != leader.spec:
+            quantizer = model.get_submodule(follower)
+            if quantizer.spec != leader.spec:
                 warnings.warn(
                     f"{follower} has a different spec from {group.leader}: not tied; "
-                    "TensorRT will insert a reformat there",
+                    "the runtime will requantize there (TensorRT: a reformat layer)",
                     stacklevel=2,
                 )
                 continue
-            ties[follower] = group.leader
+            # Every path of the follower's object: a module may use one quantizer at two
+            # sites (a MaxPool's input and output), and both must move to the leader.
+            for path in aliases[id(quantizer)]:
+                if path != group.leader:
+                    ties[path] = group.leader
     apply_ties(model, ties)
     return ties
+
+
+def _paths_by_quantizer(model: nn.Module) -> dict[int, list[str]]:
+    paths: dict[int, list[str]] = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        if isinstance(module, TensorQuantizer):
+            paths.setdefault(id(module), []).append(path)
+    return paths
 
 
 def apply_ties(model: nn.Module, ties: Mapping[str, str]) -> None:

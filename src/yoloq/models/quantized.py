@@ -21,7 +21,15 @@ import torch
 import torch.nn as nn
 
 from yoloq.errors import YoloqError
-from yoloq.graph import apply_ties, find_scale_groups, quantizer_ties, tie_quantizers, tied_groups
+from yoloq.graph import (
+    ORT_PASSES,
+    PASSES,
+    apply_ties,
+    find_scale_groups,
+    quantizer_ties,
+    tie_quantizers,
+    tied_groups,
+)
 from yoloq.models import common
 from yoloq.models.native import atomic_torch_save, read_native
 from yoloq.models.registry import load_model
@@ -114,7 +122,10 @@ def quantize_yolo(
         identity input of residual adds, and one scale for every group of
         quantizers that TensorRT must fuse (Concat, MaxPool, shared tensors; see
         `yoloq.graph`), tied before calibration. For ort: the sum of each residual
-        add quantized, so that ONNX Runtime runs it as a QLinearAdd.
+        add quantized, so that ONNX Runtime runs it as a QLinearAdd, and one
+        quantizer for a tensor that several read and through MaxPool, nearest
+        resampling and reshapes (`yoloq.graph.ORT_PASSES`), so that it leaves no
+        DequantizeLinear / QuantizeLinear pair around them.
 
     Returns the model, the summary, and the config with its ignores resolved to
     exact module paths (what `save_quantized` records).
@@ -126,8 +137,9 @@ def quantize_yolo(
     trt_rules = rules and profile == "trt"
     residual_adds = _RESIDUAL_ADDS[profile] if rules else None
     model, summary = quantize(model, config, residual_adds)
-    if trt_rules:
-        tie_quantizers(model, find_scale_groups(model, trace_input(model)))
+    if rules:
+        passes = PASSES if trt_rules else ORT_PASSES
+        tie_quantizers(model, find_scale_groups(model, trace_input(model), passes))
     return model, summary, config.resolved(summary.ignored_paths)
 
 

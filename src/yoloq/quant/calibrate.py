@@ -187,25 +187,22 @@ def _grid_of(quantizer: TensorQuantizer, method: str,
              percentile: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(amax, amin) from a quantizer's calibrator; amin (the lower end) only where the
     spec is asymmetric, amax then the upper end."""
-    calibrator = quantizer.calibrator
-    if not quantizer.spec.asymmetric:
-        return _amax_of(calibrator, method, percentile, quantizer.name), None
-    try:
-        if isinstance(calibrator, SignedHistogramCalibrator):
-            low, high = calibrator.compute_range(method, percentile)
-        else:
-            low, high = calibrator.compute_range()
-    except RuntimeError:
-        raise RuntimeError(f"quantizer {quantizer.name} saw no data during calibration: is "
-                           "its module used in the model's forward?") from None
-    return high, low
+    return _calibrated(quantizer.calibrator, quantizer.spec.asymmetric, method, percentile,
+                       quantizer.name)
 
 
-def _amax_of(calibrator, method: str, percentile: float, name: str) -> torch.Tensor:
+def _calibrated(calibrator, asymmetric: bool, method: str, percentile: float,
+                name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     try:
+        if asymmetric:
+            if isinstance(calibrator, SignedHistogramCalibrator):
+                low, high = calibrator.compute_range(method, percentile)
+            else:
+                low, high = calibrator.compute_range()
+            return high, low
         if isinstance(calibrator, HistogramCalibrator):
-            return calibrator.compute_amax(method, percentile)
-        return calibrator.compute_amax()
+            return calibrator.compute_amax(method, percentile), None
+        return calibrator.compute_amax(), None
     except RuntimeError:
         raise RuntimeError(f"quantizer {name} saw no data during calibration: is its "
                            "module used in the model's forward?") from None
@@ -231,9 +228,11 @@ def calibrate_groups(
     """
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; use one of {METHODS}")
-    calibrators, feeds = [], {}
+    calibrators, asymmetric, feeds = [], [], {}
     for group in groups:
-        calibrators.append(_make_calibrator(model.get_submodule(group[0]), method))
+        leader = model.get_submodule(group[0])
+        calibrators.append(_make_calibrator(leader, method))
+        asymmetric.append(leader.spec.asymmetric)
         for site in group:
             feeds.setdefault(site, []).append(calibrators[-1])
     was_training = model.training
@@ -243,8 +242,8 @@ def calibrate_groups(
             _run_data(model, data, num_batches, show_progress)
     finally:
         model.train(was_training)
-    return [_amax_of(calibrator, method, percentile, ", ".join(group))
-            for calibrator, group in zip(calibrators, groups)]
+    return [_calibrated(calibrator, asym, method, percentile, ", ".join(group))[0]
+            for calibrator, asym, group in zip(calibrators, asymmetric, groups, strict=True)]
 
 
 class _Feed(nn.Module):
